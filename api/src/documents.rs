@@ -24,14 +24,15 @@ pub fn parse_documents(text: &str) -> Result<Vec<Value>, DocumentError> {
         error: ValidationError::single("", e),
     };
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        let v: Value = serde_json::from_str(text).map_err(|e| syntax(0, format!("invalid JSON: {e}")))?;
+        let v: Value =
+            serde_json::from_str(text).map_err(|e| syntax(0, format!("invalid JSON: {e}")))?;
         return Ok(match v {
             Value::Array(items) => items,
             other => vec![other],
         });
     }
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text)
-        .map_err(|e| syntax(0, format!("invalid YAML: {e}")))?;
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(text).map_err(|e| syntax(0, format!("invalid YAML: {e}")))?;
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 

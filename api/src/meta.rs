@@ -117,7 +117,8 @@ fn check_label_key(k: &str) -> Result<(), &'static str> {
         None => (None, k),
     };
     if let Some(p) = prefix {
-        check_dns1123_subdomain(p).map_err(|_| "has an invalid prefix (must be a DNS subdomain)")?;
+        check_dns1123_subdomain(p)
+            .map_err(|_| "has an invalid prefix (must be a DNS subdomain)")?;
     }
     if is_label_name(name) {
         Ok(())
@@ -151,7 +152,8 @@ mod tests {
     #[test]
     fn labels_follow_kubernetes_rules() {
         let mut m = ObjectMeta::named("n");
-        m.labels.insert("kubernetes.io/hostname".into(), "w-1".into());
+        m.labels
+            .insert("kubernetes.io/hostname".into(), "w-1".into());
         m.labels.insert("rack".into(), "".into());
         let mut errs = FieldErrors::default();
         m.validate(&mut errs);

@@ -58,11 +58,18 @@ impl<S: Spec> Object<S> {
         if self.api_version != crate::API_VERSION {
             errs.push(
                 "apiVersion",
-                format!("{:?} is not supported (use {:?})", self.api_version, crate::API_VERSION),
+                format!(
+                    "{:?} is not supported (use {:?})",
+                    self.api_version,
+                    crate::API_VERSION
+                ),
             );
         }
         if self.kind != S::KIND.name() {
-            errs.push("kind", format!("{:?} does not match {}", self.kind, S::KIND.name()));
+            errs.push(
+                "kind",
+                format!("{:?} does not match {}", self.kind, S::KIND.name()),
+            );
         }
         self.metadata.validate(&mut errs);
         self.spec.validate(&self.metadata, &mut errs);
@@ -223,7 +230,10 @@ impl AnyResource {
         let kind_text = match obj.get("kind") {
             Some(serde_json::Value::String(k)) => k.clone(),
             Some(other) => {
-                return Err(ValidationError::single("kind", format!("{other} is not a kind name")));
+                return Err(ValidationError::single(
+                    "kind",
+                    format!("{other} is not a kind name"),
+                ));
             }
             None => return Err(ValidationError::single("kind", "is missing")),
         };
@@ -235,7 +245,10 @@ impl AnyResource {
                 let known: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
                 ValidationError::single(
                     "kind",
-                    format!("{kind_text:?} is not a known kind (one of {})", known.join(", ")),
+                    format!(
+                        "{kind_text:?} is not a known kind (one of {})",
+                        known.join(", ")
+                    ),
                 )
             })?;
         match obj.get("apiVersion") {

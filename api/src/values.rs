@@ -165,7 +165,9 @@ impl FromStr for AsNumber {
         };
         // AS 0 is reserved and must not be used in a session (RFC 7607).
         if n == 0 {
-            return Err(format!("{s:?} is not a valid AS number: AS 0 is reserved (RFC 7607)"));
+            return Err(format!(
+                "{s:?} is not a valid AS number: AS 0 is reserved (RFC 7607)"
+            ));
         }
         Ok(AsNumber(n))
     }
@@ -288,8 +290,7 @@ impl LabelSelector {
 impl FromStr for LabelSelector {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let ast =
-            Selector::parse(s).map_err(|e| format!("{s:?} is not a valid selector: {e}"))?;
+        let ast = Selector::parse(s).map_err(|e| format!("{s:?} is not a valid selector: {e}"))?;
         Ok(LabelSelector {
             text: s.to_string(),
             ast,

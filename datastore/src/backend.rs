@@ -117,18 +117,23 @@ pub trait Backend: Send + Sync + 'static {
     /// exactly once.
     async fn watch(&self, prefix: &str, after: Revision) -> Result<RawEventStream, Error>;
 
+    /// Forgets history before `revision` (as etcd's compaction does): a watch that would need
+    /// an earlier event answers `ResyncNeeded`; `revision` itself stays watchable.
+    async fn compact(&self, revision: Revision) -> Result<(), Error>;
+
     /// For messages: `sqlite:///path` or `etcd://…`.
     fn describe(&self) -> String;
 }
 
-/// The smallest key greater than every key starting with `prefix`.
-pub fn prefix_end(prefix: &str) -> Vec<u8> {
+/// The smallest key greater than every key starting with `prefix`. Keys are ASCII (kind
+/// plurals and DNS names), so the result is text too.
+pub fn prefix_end(prefix: &str) -> String {
     let mut end = prefix.as_bytes().to_vec();
     while let Some(last) = end.pop() {
-        if last < 0xff {
+        if last < 0x7f {
             end.push(last + 1);
-            return end;
+            return String::from_utf8(end).expect("ASCII stays UTF-8");
         }
     }
-    vec![0]
+    "\u{7f}".to_string()
 }

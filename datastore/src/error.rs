@@ -22,7 +22,9 @@ pub enum Error {
         name: String,
     },
     /// The object changed since the given resource version (HTTP 409 in Kubernetes terms).
-    #[error("{kind} {name:?} was modified concurrently (resourceVersion {given} is stale, current is {current}); read it again and retry")]
+    #[error(
+        "{kind} {name:?} was modified concurrently (resourceVersion {given} is stale, current is {current}); read it again and retry"
+    )]
     Conflict {
         /// Kind.
         kind: Kind,

@@ -8,8 +8,8 @@
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType, GetOptions, Txn as EtcdTxn,
-    TxnOp, WatchOptions,
+    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType, GetOptions,
+    Txn as EtcdTxn, TxnOp, WatchOptions,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -47,7 +47,9 @@ impl EtcdBackend {
         let opts = ConnectOptions::new()
             .with_connect_timeout(std::time::Duration::from_secs(5))
             .with_timeout(std::time::Duration::from_secs(10));
-        let client = Client::connect(&endpoints, Some(opts)).await.map_err(etcd_err)?;
+        let client = Client::connect(&endpoints, Some(opts))
+            .await
+            .map_err(etcd_err)?;
         Ok(EtcdBackend { endpoints, client })
     }
 }
@@ -55,7 +57,12 @@ impl EtcdBackend {
 #[async_trait]
 impl Backend for EtcdBackend {
     async fn get(&self, key: &str) -> Result<Option<Record>, Error> {
-        let resp = self.client.kv_client().get(key, None).await.map_err(etcd_err)?;
+        let resp = self
+            .client
+            .kv_client()
+            .get(key, None)
+            .await
+            .map_err(etcd_err)?;
         resp.kvs().first().map(record).transpose()
     }
 
@@ -166,6 +173,15 @@ impl Backend for EtcdBackend {
             }
         });
         Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<(), Error> {
+        self.client
+            .kv_client()
+            .compact(revision, None)
+            .await
+            .map_err(etcd_err)?;
+        Ok(())
     }
 
     fn describe(&self) -> String {

@@ -25,6 +25,8 @@ pub mod backend;
 mod error;
 pub mod etcd;
 pub mod sqlite;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -144,7 +146,10 @@ impl Outcome {
     /// The object.
     pub fn resource(&self) -> &AnyResource {
         match self {
-            Outcome::Created(r) | Outcome::Updated(r) | Outcome::Unchanged(r) | Outcome::Deleted(r) => r,
+            Outcome::Created(r)
+            | Outcome::Updated(r)
+            | Outcome::Unchanged(r)
+            | Outcome::Deleted(r) => r,
         }
     }
 }
@@ -167,8 +172,8 @@ fn parse_revision(kind: Kind, name: &str, rv: &str) -> Result<Revision, Error> {
 }
 
 fn decode_stored(kind: Kind, value: &[u8], mod_revision: Revision) -> Result<AnyResource, Error> {
-    let json: serde_json::Value = serde_json::from_slice(value)
-        .map_err(|e| Error::Corrupt(format!("{kind}: {e}")))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(value).map_err(|e| Error::Corrupt(format!("{kind}: {e}")))?;
     let mut r = AnyResource::from_json_as(kind, json)
         .map_err(|e| Error::Corrupt(format!("{kind}: {e}")))?;
     r.apply_defaults();
@@ -205,7 +210,9 @@ impl Datastore {
         };
         if let Some(path) = url.strip_prefix("sqlite://") {
             if !path.starts_with('/') {
-                return Err(bad("the path must be absolute: sqlite:///var/lib/tortie/store.db"));
+                return Err(bad(
+                    "the path must be absolute: sqlite:///var/lib/tortie/store.db",
+                ));
             }
             let path = path.to_string();
             let backend = tokio::task::spawn_blocking(move || sqlite::SqliteBackend::open(path))
@@ -227,7 +234,9 @@ impl Datastore {
             return Ok(Datastore::new(Arc::new(backend)));
         }
         if url == "kubernetes" {
-            return Err(bad("the Kubernetes datastore is not available in this build yet"));
+            return Err(bad(
+                "the Kubernetes datastore is not available in this build yet",
+            ));
         }
         Err(bad("expected sqlite:///path or etcd://host:port"))
     }
@@ -259,6 +268,9 @@ impl Datastore {
         let (records, rev) = self.backend.list(&kind_prefix(kind)).await?;
         let mut items = Vec::with_capacity(records.len());
         for rec in records {
+            if kind_of_key(&rec.key).map(|(k, _)| k) != Some(kind) {
+                continue; // not ours (a backend handing out a wider range must not confuse us)
+            }
             let r = decode_stored(kind, &rec.value, rec.mod_revision)?;
             if selector.is_none_or(|s| s.matches(&r.meta().labels)) {
                 items.push(r);
@@ -337,7 +349,12 @@ impl Datastore {
     /// transaction that also guards against concurrent writers; on a lost race it is planned
     /// again from fresh reads.
     pub async fn write_all(&self, changes: Vec<Change>) -> Result<Vec<Outcome>, Error> {
-        let at = |index: usize| move |error: Error| Error::InBatch { index, error: Box::new(error) };
+        let at = |index: usize| {
+            move |error: Error| Error::InBatch {
+                index,
+                error: Box::new(error),
+            }
+        };
         // Validation that needs no reads, once.
         let mut prepared = Vec::with_capacity(changes.len());
         let mut seen = HashMap::new();
@@ -392,7 +409,12 @@ impl Datastore {
 
     /// Reads what the batch depends on and builds its transaction.
     async fn plan(&self, changes: &[Change]) -> Result<(Txn, Vec<Outcome>), Error> {
-        let at = |index: usize| move |error: Error| Error::InBatch { index, error: Box::new(error) };
+        let at = |index: usize| {
+            move |error: Error| Error::InBatch {
+                index,
+                error: Box::new(error),
+            }
+        };
         let mut txn = Txn::default();
         let mut outcomes = Vec::with_capacity(changes.len());
         let mut written_pools: Vec<(usize, IPPool)> = Vec::new();
@@ -424,10 +446,14 @@ impl Datastore {
             let desired = match change {
                 Change::Delete { precondition, .. } => {
                     let Some(old) = current_obj else {
-                        return Err(at(i)(Error::NotFound { kind, name: name.to_string() }));
+                        return Err(at(i)(Error::NotFound {
+                            kind,
+                            name: name.to_string(),
+                        }));
                     };
                     check_precondition(precondition.as_deref()).map_err(at(i))?;
-                    txn.compares.push(Compare::ModRevision(key.clone(), current_rev));
+                    txn.compares
+                        .push(Compare::ModRevision(key.clone(), current_rev));
                     txn.ops.push(Op::Delete(key));
                     if kind == Kind::IPPool {
                         removed_pools.push(name.to_string());
@@ -437,13 +463,19 @@ impl Datastore {
                 }
                 Change::Create(r) => {
                     if current_obj.is_some() {
-                        return Err(at(i)(Error::AlreadyExists { kind, name: name.to_string() }));
+                        return Err(at(i)(Error::AlreadyExists {
+                            kind,
+                            name: name.to_string(),
+                        }));
                     }
                     r
                 }
                 Change::Replace(r) => {
                     if current_obj.is_none() {
-                        return Err(at(i)(Error::NotFound { kind, name: name.to_string() }));
+                        return Err(at(i)(Error::NotFound {
+                            kind,
+                            name: name.to_string(),
+                        }));
                     }
                     check_precondition(r.meta().resource_version.as_deref()).map_err(at(i))?;
                     r
@@ -461,7 +493,11 @@ impl Datastore {
             match &current_obj {
                 Some(old) => {
                     new.validate_update(old).map_err(|error| {
-                        at(i)(Error::Invalid { kind, name: name.to_string(), error })
+                        at(i)(Error::Invalid {
+                            kind,
+                            name: name.to_string(),
+                            error,
+                        })
                     })?;
                     if new.same_content(old) {
                         outcomes.push(Outcome::Unchanged(old.clone()));
@@ -476,7 +512,8 @@ impl Datastore {
                     new.meta_mut().creation_timestamp = Some(chrono::Utc::now());
                 }
             }
-            txn.compares.push(Compare::ModRevision(key.clone(), current_rev));
+            txn.compares
+                .push(Compare::ModRevision(key.clone(), current_rev));
             txn.ops.push(Op::Put(key, encode_for_storage(&new)));
             if let AnyResource::IPPool(p) = &new {
                 written_pools.push((i, p.clone()));
@@ -506,20 +543,27 @@ impl Datastore {
         // Read the guard *before* the list: any pool write after this read bumps the guard, so
         // our transaction fails and is re-planned on a fresh list.
         let guard = guard_key(Kind::IPPool);
-        let guard_rev = self.backend.get(&guard).await?.map_or(0, |r| r.mod_revision);
+        let guard_rev = self
+            .backend
+            .get(&guard)
+            .await?
+            .map_or(0, |r| r.mod_revision);
         let stored = self.list::<tortie_api::IPPoolSpec>(None).await?.items;
         let mut all: Vec<(Option<usize>, &IPPool)> = stored
             .iter()
             .filter(|p| {
                 !removed.contains(&p.metadata.name)
-                    && !written.iter().any(|(_, w)| w.metadata.name == p.metadata.name)
+                    && !written
+                        .iter()
+                        .any(|(_, w)| w.metadata.name == p.metadata.name)
             })
             .map(|p| (None, p))
             .collect();
         all.extend(written.iter().map(|(i, p)| (Some(*i), p)));
         for (index, pool) in written {
             let clash = all.iter().find(|(_, other)| {
-                other.metadata.name != pool.metadata.name && other.spec.cidr.overlaps(&pool.spec.cidr)
+                other.metadata.name != pool.metadata.name
+                    && other.spec.cidr.overlaps(&pool.spec.cidr)
             });
             if let Some((other_index, other)) = clash {
                 let mut errs = FieldErrors::default();
@@ -544,7 +588,8 @@ impl Datastore {
                 });
             }
         }
-        txn.compares.push(Compare::ModRevision(guard.clone(), guard_rev));
+        txn.compares
+            .push(Compare::ModRevision(guard.clone(), guard_rev));
         txn.ops.push(Op::Put(guard, b"{}".to_vec()));
         Ok(())
     }
@@ -576,7 +621,11 @@ impl Datastore {
                         }
                     })
                 }
-                Ok(RawEvent::Deleted { key, revision, prev }) => {
+                Ok(RawEvent::Deleted {
+                    key,
+                    revision,
+                    prev,
+                }) => {
                     let Some((k, _)) = kind_of_key(&key) else {
                         return None;
                     };

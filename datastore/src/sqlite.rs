@@ -44,10 +44,12 @@ fn open_connection(path: &Path) -> Result<Connection, Error> {
     let conn = Connection::open(path)
         .map_err(|e| Error::Unavailable(format!("cannot open {}: {e}", path.display())))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(db_err)?;
     // In WAL mode NORMAL is still durable against application crashes; only a power loss can
     // drop the last transactions, which a datastore of this size can accept.
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(db_err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(db_err)?;
     Ok(conn)
 }
 
@@ -100,8 +102,10 @@ impl SqliteBackend {
 }
 
 fn meta(conn: &Connection, name: &str) -> Result<i64, Error> {
-    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0))
-        .map_err(db_err)
+    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+        r.get(0)
+    })
+    .map_err(db_err)
 }
 
 fn apply_txn(conn: &mut Connection, txn: &Txn) -> Result<TxnOutcome, Error> {
@@ -122,7 +126,9 @@ fn apply_txn(conn: &mut Connection, txn: &Txn) -> Result<TxnOutcome, Error> {
         match op {
             Op::Put(key, value) => {
                 let create_rev: i64 = tx
-                    .query_row("SELECT create_rev FROM kv WHERE key = ?1", [key], |r| r.get(0))
+                    .query_row("SELECT create_rev FROM kv WHERE key = ?1", [key], |r| {
+                        r.get(0)
+                    })
                     .optional()
                     .map_err(db_err)?
                     .unwrap_or(rev);
@@ -140,13 +146,16 @@ fn apply_txn(conn: &mut Connection, txn: &Txn) -> Result<TxnOutcome, Error> {
             }
             Op::Delete(key) => {
                 let prev: Option<(Vec<u8>, i64)> = tx
-                    .query_row("SELECT value, create_rev FROM kv WHERE key = ?1", [key], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })
+                    .query_row(
+                        "SELECT value, create_rev FROM kv WHERE key = ?1",
+                        [key],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
                     .optional()
                     .map_err(db_err)?;
                 if let Some((value, create_rev)) = prev {
-                    tx.execute("DELETE FROM kv WHERE key = ?1", [key]).map_err(db_err)?;
+                    tx.execute("DELETE FROM kv WHERE key = ?1", [key])
+                        .map_err(db_err)?;
                     tx.execute(
                         "INSERT INTO events VALUES (?1, ?2, ?3, 1, ?4, ?5)",
                         params![rev, seq as i64, key, value, create_rev],
@@ -160,17 +169,22 @@ fn apply_txn(conn: &mut Connection, txn: &Txn) -> Result<TxnOutcome, Error> {
         .map_err(db_err)?;
     // Compact in steps of 1000 revisions so that the cost is spread thin.
     if rev % 1000 == 0 && rev > HISTORY_REVISIONS {
-        let keep_after = rev - HISTORY_REVISIONS;
-        tx.execute("DELETE FROM events WHERE rev <= ?1", [keep_after])
-            .map_err(db_err)?;
-        tx.execute(
-            "UPDATE meta SET value = ?1 WHERE name = 'compacted'",
-            [keep_after],
-        )
-        .map_err(db_err)?;
+        compact_history(&tx, rev - HISTORY_REVISIONS)?;
     }
     tx.commit().map_err(db_err)?;
     Ok(TxnOutcome::Committed(rev))
+}
+
+/// Drops events before `first_kept`; `meta.compacted` records that revision.
+fn compact_history(conn: &Connection, first_kept: Revision) -> Result<(), Error> {
+    conn.execute("DELETE FROM events WHERE rev < ?1", [first_kept])
+        .map_err(db_err)?;
+    conn.execute(
+        "UPDATE meta SET value = max(value, ?1) WHERE name = 'compacted'",
+        [first_kept],
+    )
+    .map_err(db_err)?;
+    Ok(())
 }
 
 fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
@@ -186,10 +200,11 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
 fn poll_events(
     conn: &Connection,
     prefix: &str,
-    end: &[u8],
+    end: &str,
     after: Revision,
 ) -> Result<Option<Vec<RawEvent>>, Error> {
-    if after < meta(conn, "compacted")? {
+    // Events from `after + 1` on are needed; the oldest one kept is `compacted`.
+    if after + 1 < meta(conn, "compacted")? {
         return Ok(None);
     }
     let mut stmt = conn
@@ -220,7 +235,9 @@ fn poll_events(
             })
         })
         .map_err(db_err)?;
-    rows.collect::<Result<Vec<_>, _>>().map(Some).map_err(db_err)
+    rows.collect::<Result<Vec<_>, _>>()
+        .map(Some)
+        .map_err(db_err)
 }
 
 #[async_trait]
@@ -306,6 +323,17 @@ impl Backend for SqliteBackend {
             }
         });
         Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<(), Error> {
+        self.blocking(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            compact_history(&tx, revision)?;
+            tx.commit().map_err(db_err)
+        })
+        .await
     }
 
     fn describe(&self) -> String {

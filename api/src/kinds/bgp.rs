@@ -47,9 +47,10 @@ impl PasswordSource {
             (Some(_), Some(_)) | (None, None) => {
                 errs.push(path, "set exactly one of secretKeyRef and file")
             }
-            (None, Some(f)) if !f.starts_with('/') => {
-                errs.push(format!("{path}.file"), format!("{f:?} must be an absolute path"))
-            }
+            (None, Some(f)) if !f.starts_with('/') => errs.push(
+                format!("{path}.file"),
+                format!("{f:?} must be an absolute path"),
+            ),
             _ => {}
         }
     }
@@ -127,13 +128,25 @@ pub struct BGPConfigurationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_mesh_max_restart_time: Option<Duration>,
     /// Service cluster IP ranges to advertise.
-    #[serde(default, rename = "serviceClusterIPs", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        rename = "serviceClusterIPs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub service_cluster_ips: Vec<ServiceRange>,
     /// Service external IP ranges to advertise.
-    #[serde(default, rename = "serviceExternalIPs", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        rename = "serviceExternalIPs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub service_external_ips: Vec<ServiceRange>,
     /// Service load-balancer IP ranges to advertise.
-    #[serde(default, rename = "serviceLoadBalancerIPs", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        rename = "serviceLoadBalancerIPs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub service_load_balancer_ips: Vec<ServiceRange>,
     /// Named communities.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -162,7 +175,10 @@ impl Spec for BGPConfigurationSpec {
         if meta.name != "default" && per_node.is_none_or(str::is_empty) {
             errs.push(
                 "metadata.name",
-                format!("{:?}: must be \"default\" or \"node.<nodename>\"", meta.name),
+                format!(
+                    "{:?}: must be \"default\" or \"node.<nodename>\"",
+                    meta.name
+                ),
             );
         }
         if per_node.is_some() && self.node_to_node_mesh_enabled.is_some() {
@@ -297,12 +313,16 @@ impl Spec for BGPPeerSpec {
 
     fn validate(&self, _meta: &ObjectMeta, errs: &mut FieldErrors) {
         if self.node.is_some() && self.node_selector.is_some() {
-            errs.push("spec.nodeSelector", "may not be set together with spec.node");
+            errs.push(
+                "spec.nodeSelector",
+                "may not be set together with spec.node",
+            );
         }
         match (&self.peer_ip, &self.peer_selector) {
-            (Some(_), Some(_)) => {
-                errs.push("spec.peerSelector", "may not be set together with spec.peerIP")
-            }
+            (Some(_), Some(_)) => errs.push(
+                "spec.peerSelector",
+                "may not be set together with spec.peerIP",
+            ),
             (None, None) => errs.push("spec.peerIP", "set spec.peerIP or spec.peerSelector"),
             (Some(_), None) if self.as_number.is_none() => {
                 errs.push("spec.asNumber", "is required with spec.peerIP")
@@ -425,10 +445,7 @@ fn validate_rules(field: &str, v4: bool, rules: &[BGPFilterRule], errs: &mut Fie
                 format!("{path}.cidr"),
                 format!("\"{c}\" is not an IPv{} CIDR", if v4 { 4 } else { 6 }),
             ),
-            (Some(_), None) => errs.push(
-                format!("{path}.matchOperator"),
-                "is required with cidr",
-            ),
+            (Some(_), None) => errs.push(format!("{path}.matchOperator"), "is required with cidr"),
             (None, Some(_)) => errs.push(format!("{path}.cidr"), "is required with matchOperator"),
             _ => {}
         }

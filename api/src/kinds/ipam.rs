@@ -49,7 +49,10 @@ impl Spec for IPAMConfigurationSpec {
         if meta.name != "default" {
             errs.push(
                 "metadata.name",
-                format!("{:?}: IPAMConfiguration is a singleton named \"default\"", meta.name),
+                format!(
+                    "{:?}: IPAMConfiguration is a singleton named \"default\"",
+                    meta.name
+                ),
             );
         }
         if self.max_blocks_per_host > MAX_BLOCKS_PER_HOST_LIMIT {

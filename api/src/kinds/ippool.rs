@@ -135,7 +135,10 @@ impl Spec for IPPoolSpec {
         if self.cidr != old.cidr {
             errs.push(
                 "spec.cidr",
-                format!("\"{}\" may not change (was \"{}\"): create a new pool instead", self.cidr, old.cidr),
+                format!(
+                    "\"{}\" may not change (was \"{}\"): create a new pool instead",
+                    self.cidr, old.cidr
+                ),
             );
         }
         if self.effective_block_size() != old.effective_block_size() {

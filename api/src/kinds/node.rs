@@ -48,12 +48,18 @@ impl Spec for NodeSpec {
         if let Some(a) = bgp.ipv4_address
             && !a.addr().is_ipv4()
         {
-            errs.push("spec.bgp.ipv4Address", format!("\"{a}\" is not an IPv4 address"));
+            errs.push(
+                "spec.bgp.ipv4Address",
+                format!("\"{a}\" is not an IPv4 address"),
+            );
         }
         if let Some(a) = bgp.ipv6_address
             && !a.addr().is_ipv6()
         {
-            errs.push("spec.bgp.ipv6Address", format!("\"{a}\" is not an IPv6 address"));
+            errs.push(
+                "spec.bgp.ipv6Address",
+                format!("\"{a}\" is not an IPv6 address"),
+            );
         }
     }
 }

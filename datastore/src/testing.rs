@@ -1,0 +1,109 @@
+//! Test support: a throw-away etcd from Debian's `etcd-server` package.
+//!
+//! Each [`EtcdServer`] listens on 127.0.0.1 only, on ports the kernel picked, with its data in
+//! a temporary directory on /dev/shm when available (etcd 3.4 has no `--unsafe-no-fsync`, and
+//! fsync on tmpfs is free). It is killed, by the PID we started, when dropped.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running etcd.
+pub struct EtcdServer {
+    child: Child,
+    client_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Where the `etcd` binary is: `$TORTIE_ETCD_BIN`, else `etcd` on the PATH.
+pub fn etcd_binary() -> PathBuf {
+    std::env::var_os("TORTIE_ETCD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("etcd"))
+}
+
+impl EtcdServer {
+    /// Starts etcd and waits until it answers.
+    pub fn start() -> std::io::Result<Self> {
+        let base = if std::path::Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("tortie-etcd-")
+            .tempdir_in(base)?;
+        // Two attempts: a port picked free can be taken by someone else before etcd binds it.
+        let mut last_err = None;
+        for _ in 0..3 {
+            let (client_port, peer_port) = (free_port()?, free_port()?);
+            let client = format!("http://127.0.0.1:{client_port}");
+            let peer = format!("http://127.0.0.1:{peer_port}");
+            let log = std::fs::File::create(dir.path().join("etcd.log"))?;
+            let mut child = Command::new(etcd_binary())
+                .args(["--name", "tortie-test"])
+                .arg("--data-dir")
+                .arg(dir.path().join("data"))
+                .args([
+                    "--listen-client-urls",
+                    &client,
+                    "--advertise-client-urls",
+                    &client,
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    &peer,
+                    "--initial-advertise-peer-urls",
+                    &peer,
+                ])
+                .args(["--initial-cluster", &format!("tortie-test={peer}")])
+                .args(["--log-level", "warn", "--logger", "zap"])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()?;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Some(status) = child.try_wait()? {
+                    last_err = Some(std::io::Error::other(format!(
+                        "etcd exited with {status}; log: {}",
+                        std::fs::read_to_string(dir.path().join("etcd.log")).unwrap_or_default()
+                    )));
+                    break;
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", client_port)).is_ok() {
+                    return Ok(EtcdServer {
+                        child,
+                        client_port,
+                        _dir: dir,
+                    });
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    last_err = Some(std::io::Error::other("etcd did not start within 20 s"));
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Err(last_err.unwrap_or_else(|| std::io::Error::other("etcd did not start")))
+    }
+
+    /// `etcd://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("etcd://127.0.0.1:{}", self.client_port)
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
