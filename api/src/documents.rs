@@ -31,8 +31,11 @@ pub fn parse_documents(text: &str) -> Result<Vec<Value>, DocumentError> {
             other => vec![other],
         });
     }
-    let docs: Vec<Value> =
-        serde_saphyr::from_multiple(text).map_err(|e| syntax(0, format!("invalid YAML: {e}")))?;
+    // YAML 1.2 core booleans only: with YAML 1.1's `y`/`n`/`on`/`off`, a node named `n`
+    // would silently become `false`.
+    let options = serde_saphyr::options! { strict_booleans: true };
+    let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options)
+        .map_err(|e| syntax(0, format!("invalid YAML: {e}")))?;
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 

@@ -32,8 +32,8 @@ pub trait Spec:
 pub trait KindBinding: Sized {
     /// Wraps a typed object.
     fn wrap(obj: Object<Self>) -> AnyResource;
-    /// Unwraps, or gives the resource back when it is of another kind.
-    fn unwrap(any: AnyResource) -> Result<Object<Self>, AnyResource>;
+    /// Unwraps; `None` when the resource is of another kind.
+    fn unwrap(any: AnyResource) -> Option<Object<Self>>;
 }
 
 impl<S: Spec> Object<S> {
@@ -142,8 +142,8 @@ macro_rules! kinds {
         $(
             impl KindBinding for $spec {
                 fn wrap(obj: Object<Self>) -> AnyResource { AnyResource::$kind(obj) }
-                fn unwrap(any: AnyResource) -> Result<Object<Self>, AnyResource> {
-                    match any { AnyResource::$kind(o) => Ok(o), other => Err(other) }
+                fn unwrap(any: AnyResource) -> Option<Object<Self>> {
+                    match any { AnyResource::$kind(o) => Some(o), _ => None }
                 }
             }
         )*
@@ -264,8 +264,8 @@ impl AnyResource {
         AnyResource::from_json_as(kind, value)
     }
 
-    /// Converts to a typed object, or gives the resource back if it is of another kind.
-    pub fn into_typed<S: Spec>(self) -> Result<Object<S>, AnyResource> {
+    /// Converts to a typed object; `None` if it is of another kind.
+    pub fn into_typed<S: Spec>(self) -> Option<Object<S>> {
         S::unwrap(self)
     }
 }
@@ -286,8 +286,12 @@ fn decode_with_path<S: Spec>(value: serde_json::Value) -> Result<Object<S>, Vali
         if let Some(rest) = inner.strip_prefix("unknown field `")
             && let Some((name, tail)) = rest.split_once('`')
         {
+            // serde_path_to_error already ends the path with the unknown key; older versions
+            // stop at the parent.
             let full = if path == "." || path.is_empty() {
                 name.to_string()
+            } else if path == name || path.ends_with(&format!(".{name}")) {
+                path.clone()
             } else {
                 format!("{path}.{name}")
             };

@@ -192,12 +192,25 @@ impl<'de> Deserialize<'de> for AsNumber {
         enum Raw {
             Unsigned(u64),
             Signed(i64),
+            Float(f64),
             Text(String),
+            Other(serde::de::IgnoredAny),
         }
         let text = match Raw::deserialize(d)? {
             Raw::Unsigned(n) => n.to_string(),
             Raw::Signed(n) => n.to_string(),
             Raw::Text(t) => t,
+            // YAML reads an unquoted asdot `1.10` as the float 1.1: the digits are lost.
+            Raw::Float(f) => {
+                return Err(serde::de::Error::custom(format!(
+                    "{f} is not a valid AS number: write asdot notation in quotes, e.g. \"1.10\""
+                )));
+            }
+            Raw::Other(_) => {
+                return Err(serde::de::Error::custom(
+                    "is not a valid AS number (a number from 1 to 4294967295, or asdot \"N.M\")",
+                ));
+            }
         };
         text.parse().map_err(serde::de::Error::custom)
     }
@@ -252,7 +265,7 @@ impl FromStr for Duration {
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 1000 != 0 {
+        if !ms.is_multiple_of(1000) {
             write!(f, "{ms}ms")
         } else {
             write!(f, "{}s", ms / 1000)

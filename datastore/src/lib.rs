@@ -610,9 +610,7 @@ impl Datastore {
             let out = match ev {
                 Err(e) => Err(e),
                 Ok(RawEvent::Put(rec)) => {
-                    let Some((k, _)) = kind_of_key(&rec.key) else {
-                        return None;
-                    };
+                    let (k, _) = kind_of_key(&rec.key)?;
                     decode_stored(k, &rec.value, rec.mod_revision).map(|r| {
                         if rec.create_revision == rec.mod_revision {
                             WatchEvent::Added(r)
@@ -626,9 +624,7 @@ impl Datastore {
                     revision,
                     prev,
                 }) => {
-                    let Some((k, _)) = kind_of_key(&key) else {
-                        return None;
-                    };
+                    let (k, _) = kind_of_key(&key)?;
                     decode_stored(k, &prev, revision).map(WatchEvent::Deleted)
                 }
                 Ok(RawEvent::Bookmark(rev)) => Ok(WatchEvent::Bookmark(rev.to_string())),
@@ -659,8 +655,7 @@ impl Datastore {
 
 /// Converts a resource that is known to be of kind `S` (it was read under `S::KIND`).
 fn typed<S: Spec>(r: AnyResource) -> Object<S> {
-    match r.into_typed::<S>() {
-        Ok(o) => o,
-        Err(other) => unreachable!("read {} under kind {}", other.kind(), S::KIND),
-    }
+    let kind = r.kind();
+    r.into_typed::<S>()
+        .unwrap_or_else(|| unreachable!("read {kind} under kind {}", S::KIND))
 }
