@@ -92,44 +92,39 @@ impl Spec for IPReservationSpec {
     }
 }
 
-/// Per-allocation attributes (who holds an address).
+/// Who holds one address of a block.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AllocationAttribute {
-    /// `<network>.<containerID>`.
+pub struct Allocation {
+    /// `<network>.<containerID>` for pods, `vxlan-tunnel-addr-<node>` for tunnels.
+    #[serde(rename = "handleID")]
     pub handle_id: String,
-    /// `node`, `namespace`, `pod`, `interface`, `timestamp`, …
+    /// `node`, `namespace`, `pod`, `interface`, `timestamp`, `type`, …
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub attrs: BTreeMap<String, String>,
+    pub attributes: BTreeMap<String, String>,
+    /// The block's sequence number when this address was handed out: a release by address
+    /// must quote it, so a stale release cannot free the address after it was reused.
+    pub sequence_number: u64,
 }
 
 /// `IPAMBlock.spec`: one block of a pool and which of its addresses are taken.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IPAMBlockSpec {
     /// The block's range.
-    pub cidr: Option<Cidr>,
-    /// `host:<node>` when affine to a node.
+    pub cidr: Cidr,
+    /// `host:<node>` when affine to a node; none for a block only borrowed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<String>,
-    /// Index = ordinal in the block; value = index into `attributes`, or none when free.
+    /// Ordinal (offset in the block) → holder.
     #[serde(default)]
-    pub allocations: Vec<Option<u32>>,
-    /// Free ordinals, least recently freed first.
+    pub allocations: BTreeMap<u32, Allocation>,
+    /// Free ordinals, least recently freed first (a freed address goes to the back).
     #[serde(default)]
     pub unallocated: Vec<u32>,
-    /// Attributes referenced from `allocations`.
-    #[serde(default)]
-    pub attributes: Vec<AllocationAttribute>,
-    /// Bumped on every change, to detect stale releases.
+    /// Bumped on every change of the block.
     #[serde(default)]
     pub sequence_number: u64,
-    /// Ordinal → sequence number at allocation time.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub sequence_number_for_allocation: BTreeMap<u32, u64>,
-    /// Soft-delete marker.
-    #[serde(default)]
-    pub deleted: bool,
 }
 
 impl Spec for IPAMBlockSpec {
@@ -160,9 +155,6 @@ pub struct BlockAffinitySpec {
     pub node: String,
     /// The block.
     pub cidr: Cidr,
-    /// Soft-delete marker.
-    #[serde(default)]
-    pub deleted: bool,
 }
 
 impl Spec for BlockAffinitySpec {
@@ -176,12 +168,10 @@ pub struct IPAMHandleSpec {
     /// The handle itself.
     #[serde(rename = "handleID")]
     pub handle_id: String,
-    /// Block CIDR → number of addresses of this handle in it.
+    /// Block name → number of addresses of this handle in that block: the index that makes
+    /// release by handle touch only those blocks.
     #[serde(default)]
     pub block: BTreeMap<String, u32>,
-    /// Soft-delete marker.
-    #[serde(default)]
-    pub deleted: bool,
 }
 
 impl Spec for IPAMHandleSpec {
