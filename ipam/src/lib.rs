@@ -22,6 +22,7 @@
 pub mod block;
 pub mod gc;
 pub mod names;
+pub mod server;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -136,6 +137,12 @@ pub struct Allocated {
 #[derive(Clone)]
 pub struct Ipam {
     ds: Datastore,
+    /// One allocation at a time per node within this process: concurrent requests of one node
+    /// would otherwise all race for the same block and mostly lose their compare-and-swap.
+    /// Races between nodes (processes) are still settled by compare-and-swap.
+    node_locks: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    >,
 }
 
 /// What `allocate` needs to know about the cluster, read once per attempt.
@@ -171,7 +178,15 @@ pub fn host_affinity(node: &str) -> String {
 impl Ipam {
     /// IPAM over `ds`.
     pub fn new(ds: Datastore) -> Self {
-        Ipam { ds }
+        Ipam {
+            ds,
+            node_locks: Default::default(),
+        }
+    }
+
+    fn node_lock(&self, node: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.node_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(node.to_string()).or_default().clone()
     }
 
     /// The datastore.
@@ -278,6 +293,8 @@ impl Ipam {
             .entry(attr::TIMESTAMP.into())
             .or_insert_with(now_rfc3339);
 
+        let lock = self.node_lock(&req.node);
+        let _serialized = lock.lock().await;
         let mut done: Vec<Allocated> = Vec::new();
         let result = async {
             for ip in &req.addresses {
