@@ -126,9 +126,16 @@ impl<'a> Ctx<'a> {
         self.failed
     }
 
-    /// Opens the datastore.
+    /// Opens the datastore, creating an embedded one if needed (for commands that write).
     pub async fn datastore(&self) -> Result<tortie_datastore::Datastore, CtlError> {
         tortie_datastore::Datastore::open(&self.datastore_url)
+            .await
+            .map_err(|e| CtlError::failure(format!("cannot open the datastore: {e}")))
+    }
+
+    /// Opens an existing datastore (for commands that read or change existing objects).
+    pub async fn existing_datastore(&self) -> Result<tortie_datastore::Datastore, CtlError> {
+        tortie_datastore::Datastore::open_existing(&self.datastore_url)
             .await
             .map_err(|e| CtlError::failure(format!("cannot open the datastore: {e}")))
     }

@@ -42,10 +42,9 @@ pub fn render_yaml(items: &[AnyResource]) -> String {
 }
 
 /// What went wrong with one object, worded to follow `file: document N (Kind "name"): `.
-/// `labels[i]` names the i-th change of the batch, to translate the datastore's batch positions.
-pub fn object_problem(e: &Error, labels: &[String]) -> String {
+pub fn object_problem(e: &Error) -> String {
     match e.root() {
-        Error::Invalid { error, .. } => rewrite_batch_positions(&error.to_string(), labels),
+        Error::Invalid { error, .. } => error.to_string(),
         Error::AlreadyExists { .. } => {
             "already exists (use `tortiectl apply` or `tortiectl replace` to change it)".to_string()
         }
@@ -58,60 +57,9 @@ pub fn object_problem(e: &Error, labels: &[String]) -> String {
     }
 }
 
-/// The datastore speaks of `(document J of this batch)` with J counted from 0; say which
-/// document of the file that is instead.
-fn rewrite_batch_positions(message: &str, labels: &[String]) -> String {
-    const HEAD: &str = "(document ";
-    const TAIL: &str = " of this batch)";
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    while let Some(start) = rest.find(HEAD) {
-        let after = &rest[start + HEAD.len()..];
-        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
-        let label = after[..digits]
-            .parse::<usize>()
-            .ok()
-            .and_then(|j| labels.get(j))
-            .filter(|_| after[digits..].starts_with(TAIL));
-        match label {
-            Some(label) => {
-                out.push_str(&rest[..start]);
-                out.push_str(&format!("({label} of this file)"));
-                rest = &after[digits + TAIL.len()..];
-            }
-            None => {
-                out.push_str(&rest[..start + HEAD.len()]);
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn batch_positions_become_file_positions() {
-        let labels = vec!["document 1".to_string(), "document 2".to_string()];
-        assert_eq!(
-            rewrite_batch_positions(
-                r#"spec.cidr: "10.0.0.0/17" overlaps IPPool "a" (10.0.0.0/16) (document 0 of this batch)"#,
-                &labels
-            ),
-            r#"spec.cidr: "10.0.0.0/17" overlaps IPPool "a" (10.0.0.0/16) (document 1 of this file)"#
-        );
-        assert_eq!(
-            rewrite_batch_positions("(document 7 of this batch)", &labels),
-            "(document 7 of this batch)"
-        );
-        assert_eq!(
-            rewrite_batch_positions("x (document y", &labels),
-            "x (document y"
-        );
-    }
 
     #[test]
     fn lists_have_the_kubernetes_shape() {

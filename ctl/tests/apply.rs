@@ -171,12 +171,9 @@ fn rejected_files_write_nothing() {
                 doc("IPPool", "a", "  cidr: 10.50.0.0/16\n"),
                 doc("IPPool", "b", "  cidr: 10.50.64.0/18\n"),
             ]),
-            // Whichever of the two is blamed, the other is named by its place in the file.
+            // The later pool is blamed; the earlier one is named.
             &[
-                "(IPPool \"",
-                "spec.cidr: \"10.50.",
-                "overlaps IPPool",
-                "of this file)",
+                "document 3 (IPPool \"b\"): spec.cidr: \"10.50.64.0/18\" overlaps IPPool \"a\" (10.50.0.0/16), written in the same batch",
             ],
         );
         assert_rejected(

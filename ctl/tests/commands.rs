@@ -493,6 +493,25 @@ fn validate_never_touches_the_datastore() {
 }
 
 #[test]
+fn reads_never_create_an_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo").join("store.db");
+    let url = format!("sqlite://{}", path.display());
+    for args in [
+        vec!["get", "ippools"],
+        vec!["delete", "ippool", "x"],
+        vec!["label", "node", "n", "a=b"],
+    ] {
+        let mut full = vec!["--datastore", url.as_str()];
+        full.extend(args);
+        run_raw(&full, None, &[])
+            .code(1)
+            .stderr_has("no datastore at");
+    }
+    assert!(!path.exists() && !path.parent().unwrap().exists());
+}
+
+#[test]
 fn version_reports_client_and_datastore() {
     on_both_backends(|env| {
         let run = env.ctl(&["version"]).ok();

@@ -185,6 +185,11 @@ impl Backend for EtcdBackend {
     }
 
     fn describe(&self) -> String {
-        format!("etcd://{}", self.endpoints.join(","))
+        let hosts: Vec<&str> = self
+            .endpoints
+            .iter()
+            .map(|e| e.trim_start_matches("http://"))
+            .collect();
+        format!("etcd://{}", hosts.join(","))
     }
 }

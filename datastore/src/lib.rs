@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use tortie_api::values::LabelSelector;
-use tortie_api::{AnyResource, FieldErrors, IPPool, Kind, Object, Spec, ValidationError};
+use tortie_api::{AnyResource, IPPool, Kind, Object, Spec, ValidationError};
 
 pub use backend::{Backend, Revision};
 use backend::{Compare, KEY_ROOT, Op, RawEvent, Txn, TxnOutcome};
@@ -241,6 +241,21 @@ impl Datastore {
         Err(bad("expected sqlite:///path or etcd://host:port"))
     }
 
+    /// Like [`Datastore::open`], but an embedded store must already exist: for commands that
+    /// only read or change existing objects, so that a mistyped path is an error instead of a
+    /// new, empty store.
+    pub async fn open_existing(url: &str) -> Result<Self, Error> {
+        if let Some(path) = url.strip_prefix("sqlite://")
+            && path.starts_with('/')
+            && !std::path::Path::new(path).exists()
+        {
+            return Err(Error::Unavailable(format!(
+                "no datastore at {path} (it is created by the first write, e.g. `tortiectl apply`)"
+            )));
+        }
+        Datastore::open(url).await
+    }
+
     /// Which backend this is, for messages.
     pub fn describe(&self) -> String {
         self.backend.describe()
@@ -360,13 +375,13 @@ impl Datastore {
         let mut seen = HashMap::new();
         for (i, mut change) in changes.into_iter().enumerate() {
             let (kind, name) = change.target();
-            if let Some(first) = seen.insert((kind, name.to_string()), i) {
+            if seen.insert((kind, name.to_string()), i).is_some() {
                 return Err(at(i)(Error::Invalid {
                     kind,
                     name: name.to_string(),
                     error: ValidationError::single(
                         "metadata.name",
-                        format!("{name:?} appears twice in one batch (first at {first})"),
+                        format!("{name:?} appears twice in one batch"),
                     ),
                 }));
             }
@@ -560,30 +575,36 @@ impl Datastore {
             .map(|p| (None, p))
             .collect();
         all.extend(written.iter().map(|(i, p)| (Some(*i), p)));
-        for (index, pool) in written {
-            let clash = all.iter().find(|(_, other)| {
-                other.metadata.name != pool.metadata.name
+        // Each written pool against every stored pool and every *earlier* pool of the batch, so
+        // that of two clashing new pools the later one is blamed.
+        for (pos, (index, pool)) in written.iter().enumerate() {
+            let clash = all.iter().find(|(other_index, other)| {
+                let stored_or_earlier = match other_index {
+                    None => true,
+                    Some(j) => written[..pos].iter().any(|(i, _)| i == j),
+                };
+                stored_or_earlier
+                    && other.metadata.name != pool.metadata.name
                     && other.spec.cidr.overlaps(&pool.spec.cidr)
             });
             if let Some((other_index, other)) = clash {
-                let mut errs = FieldErrors::default();
-                let whence = match other_index {
-                    Some(j) => format!(" (document {j} of this batch)"),
-                    None => String::new(),
+                let whence = if other_index.is_some() {
+                    ", written in the same batch"
+                } else {
+                    ""
                 };
-                errs.push(
-                    "spec.cidr",
-                    format!(
-                        "\"{}\" overlaps IPPool {:?} ({}){whence}",
-                        pool.spec.cidr, other.metadata.name, other.spec.cidr
-                    ),
-                );
                 return Err(Error::InBatch {
                     index: *index,
                     error: Box::new(Error::Invalid {
                         kind: Kind::IPPool,
                         name: pool.metadata.name.clone(),
-                        error: errs.into_result().unwrap_err(),
+                        error: ValidationError::single(
+                            "spec.cidr",
+                            format!(
+                                "\"{}\" overlaps IPPool {:?} ({}){whence}",
+                                pool.spec.cidr, other.metadata.name, other.spec.cidr
+                            ),
+                        ),
                     }),
                 });
             }

@@ -39,7 +39,7 @@ pub async fn run(ctx: &mut Ctx<'_>, args: &DeleteArgs) -> Result<(), CtlError> {
                 origin: None,
             })
             .collect();
-        let ds = ctx.datastore().await?;
+        let ds = ctx.existing_datastore().await?;
         return delete_batch(ctx, &ds, targets, args.skip_not_found, None).await;
     }
     let sources = read_sources(&args.files, ctx.io.stdin)?;
@@ -72,7 +72,7 @@ pub async fn run(ctx: &mut Ctx<'_>, args: &DeleteArgs) -> Result<(), CtlError> {
             .collect();
         let store = match &ds {
             Some(s) => s.clone(),
-            None => ds.insert(ctx.datastore().await?).clone(),
+            None => ds.insert(ctx.existing_datastore().await?).clone(),
         };
         delete_batch(
             ctx,
@@ -130,11 +130,11 @@ async fn delete_batch(
             Some(Target {
                 origin: Some(origin),
                 ..
-            }) => ctx.error(format!("{origin}: {}", object_problem(&err, &[]))),
+            }) => ctx.error(format!("{origin}: {}", object_problem(&err))),
             Some(t) => ctx.error(format!(
                 "{}: {}",
                 object_ref(t.kind, &t.name),
-                object_problem(&err, &[])
+                object_problem(&err)
             )),
             None => ctx.error(&err),
         }

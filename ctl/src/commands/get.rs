@@ -10,7 +10,7 @@ use crate::{CtlError, Ctx};
 
 /// Runs `get`.
 pub async fn run(ctx: &mut Ctx<'_>, args: &GetArgs) -> Result<(), CtlError> {
-    let ds = ctx.datastore().await?;
+    let ds = ctx.existing_datastore().await?;
     let kind = args.kind;
     let mut items = Vec::new();
     let mut missing = Vec::new();

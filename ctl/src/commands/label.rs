@@ -9,7 +9,7 @@ use crate::{CtlError, Ctx};
 /// Runs `label`.
 pub async fn run(ctx: &mut Ctx<'_>, args: &LabelArgs) -> Result<(), CtlError> {
     super::refuse_internal(args.kind)?;
-    let ds = ctx.datastore().await?;
+    let ds = ctx.existing_datastore().await?;
     let current = super::get_existing(&ds, args.kind, &args.name).await?;
     let mut updated = current.clone();
     let mut refused = Vec::new();

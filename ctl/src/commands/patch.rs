@@ -53,7 +53,7 @@ pub async fn run(ctx: &mut Ctx<'_>, args: &PatchArgs) -> Result<(), CtlError> {
     }
     let what = object_ref(args.kind, &args.name);
     let named = object_name(args.kind, &args.name);
-    let ds = ctx.datastore().await?;
+    let ds = ctx.existing_datastore().await?;
     let current = super::get_existing(&ds, args.kind, &args.name).await?;
     let before = current.to_json();
     let mut merged = before.clone();

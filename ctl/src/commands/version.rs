@@ -21,7 +21,7 @@ pub async fn run(ctx: &mut Ctx<'_>, args: &VersionArgs) -> Result<(), CtlError> 
     }
     let url = ctx.datastore_url.clone();
     let probe = async {
-        let ds = ctx.datastore().await?;
+        let ds = ctx.existing_datastore().await?;
         ds.list_any(Kind::IPPool, None)
             .await
             .map_err(|e| CtlError::failure(format!("the datastore does not answer: {e}")))?;

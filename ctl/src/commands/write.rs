@@ -92,14 +92,13 @@ async fn write_file(
             }
         }
         Err(e) => {
-            let labels: Vec<String> = decoded.iter().map(|d| d.doc.label.clone()).collect();
             match e.batch_index().and_then(|i| decoded.get(i)) {
                 Some(d) => ctx.error(format!(
                     "{}: {}{}: {}",
                     source.name,
                     d.doc.label,
                     d.ident(),
-                    object_problem(&e, &labels)
+                    object_problem(&e)
                 )),
                 None => ctx.error(format!("{}: {e}", source.name)),
             }

@@ -135,10 +135,12 @@ pub struct Env {
 }
 
 impl Env {
-    /// A fresh SQLite datastore in a temporary directory.
+    /// A fresh (created, empty) SQLite datastore in a temporary directory.
     pub fn sqlite() -> Env {
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("store.db").display());
+        let path = dir.path().join("store.db");
+        tortie_datastore::sqlite::SqliteBackend::open(&path).expect("create the store");
+        let url = format!("sqlite://{}", path.display());
         Env {
             backend: "sqlite",
             url,
