@@ -62,6 +62,86 @@ pub enum Command {
     Version(VersionArgs),
     /// Print a shell completion script.
     Completion(CompletionArgs),
+    /// IPAM: utilisation, consistency checks, releases, configuration.
+    Ipam(IpamArgs),
+}
+
+/// Arguments of `ipam`.
+#[derive(Debug, Args)]
+pub struct IpamArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: IpamCommand,
+}
+
+/// Output of the `ipam` subcommands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IpamOutput {
+    /// Human-readable.
+    Table,
+    /// JSON.
+    Json,
+}
+
+/// `ipam` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum IpamCommand {
+    /// Utilisation per pool (and per block), borrowed addresses, or one address.
+    Show {
+        /// Also list every block.
+        #[arg(long)]
+        show_blocks: bool,
+        /// Also list addresses borrowed from another node's block.
+        #[arg(long)]
+        show_borrowed: bool,
+        /// Show who holds this address.
+        #[arg(long, value_name = "ADDR")]
+        ip: Option<std::net::IpAddr>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = IpamOutput::Table)]
+        output: IpamOutput,
+    },
+    /// Find leaks and inconsistencies; exits 1 when any is found.
+    Check {
+        /// Handles whose owners exist (JSON list or one per line): any other holder is a leak.
+        #[arg(long, value_name = "FILE")]
+        live_handles: Option<PathBuf>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = IpamOutput::Table)]
+        output: IpamOutput,
+    },
+    /// Release one address (optionally only at a sequence number) or every address of a handle.
+    Release {
+        /// The address.
+        #[arg(
+            long,
+            value_name = "ADDR",
+            conflicts_with = "handle",
+            required_unless_present = "handle"
+        )]
+        ip: Option<std::net::IpAddr>,
+        /// Release only if the address still has this sequence number (see `ipam show --ip`).
+        #[arg(long, requires = "ip")]
+        sequence: Option<u64>,
+        /// The handle.
+        #[arg(long, value_name = "HANDLE")]
+        handle: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = IpamOutput::Table)]
+        output: IpamOutput,
+    },
+    /// Change the IPAM configuration.
+    Configure {
+        /// Never borrow addresses from other nodes' blocks.
+        #[arg(long, value_name = "BOOL")]
+        strict_affinity: Option<bool>,
+        /// Blocks one node may own (0 = unlimited).
+        #[arg(long, value_name = "N")]
+        max_blocks_per_host: Option<u32>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = IpamOutput::Table)]
+        output: IpamOutput,
+    },
 }
 
 /// Arguments of `apply`, `create` and `replace`.

@@ -191,6 +191,7 @@ async fn dispatch(ctx: &mut Ctx<'_>, command: Command) -> Result<(), CtlError> {
         Command::Validate(a) => commands::validate::run(ctx, &a),
         Command::Version(a) => commands::version::run(ctx, &a).await,
         Command::Completion(a) => commands::completion::run(ctx, &a),
+        Command::Ipam(a) => commands::ipam::run(ctx, &a).await,
     }
 }
 

@@ -248,12 +248,23 @@ fn internal_row(r: &AnyResource) -> Vec<String> {
 /// Renders objects of one kind as a table (with a final newline).
 pub fn render(kind: Kind, items: &[AnyResource], wide: bool, ctx: &TableContext) -> String {
     let headers = headers(kind, wide);
+    let rows = items
+        .iter()
+        .map(|item| {
+            let mut cells = row(item, ctx);
+            cells.truncate(headers.len());
+            cells
+        })
+        .collect();
+    plain(&headers, rows)
+}
+
+/// A borderless table in tortiectl's style: left-aligned, three spaces between columns.
+pub fn plain(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut table = Table::new();
     table.load_style(presets::NOTHING);
-    table.set_header(headers.clone());
-    for item in items {
-        let mut cells = row(item, ctx);
-        cells.truncate(headers.len());
+    table.set_header(headers.to_vec());
+    for cells in rows {
         table.add_row(cells);
     }
     let last = headers.len().saturating_sub(1);

@@ -3,6 +3,7 @@
 pub mod completion;
 pub mod delete;
 pub mod get;
+pub mod ipam;
 pub mod label;
 pub mod patch;
 pub mod validate;
