@@ -1,1 +1,21 @@
-//! Placeholder: this crate is built by a later issue (see the issue tracker); it compiles so that the workspace layout tells the architecture.
+//! # tortie-bgpd: a BGP-4 speaker
+//!
+//! Layers, each testable on its own:
+//!
+//! ```text
+//!   wire      bytes ⇄ Message, with decode/encode contexts from the negotiated capabilities
+//!             (the only module that knows the codec library, netgauze-bgp-pkt)
+//!   fsm       RFC 4271 §8 session state machine, sans I/O: step(event) -> outputs
+//!   rib       Adj-RIB-In, Loc-RIB (§9.1 decision process), Adj-RIB-Out; interned attributes
+//!   speaker   tokio driver: one task per peer, bounded channels, the RIB task
+//! ```
+
+pub mod config;
+pub mod fsm;
+pub mod policy;
+pub mod rib;
+pub mod speaker;
+pub mod types;
+pub mod wire;
+
+pub use types::*;

@@ -151,6 +151,9 @@ pub enum RibInput {
 }
 
 /// Outputs.
+// Values are built once and moved straight to their consumer; boxing would only add an
+// allocation per UPDATE on the hot path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum RibOutput {
     /// Send this to a peer.

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# BGP receive and transit benchmark, side by side in one run (docs/benchmarks.md).
+#
+#   bgpd/bench/bench.sh [N]          (root; N /26 prefixes, default 100000)
+#
+# gobgpd (Debian) injects N /26 routes over a veth pair into each receiver in turn: tortie-bgpd,
+# BIRD 2, FRR 8 (bgpd without FIB, as tortie-bgpd and BIRD here). Per receiver: time from the
+# first UPDATE on the wire to "all N counted" (polled), established→all, and peak RSS (VmHWM).
+# Transit: injector → speaker → monitor (a second gobgpd); time from the first UPDATE reaching
+# the speaker to all N counted at the monitor. "sender_wire_s" shows how long the injector took to
+# put its UPDATEs on the wire, i.e. whether it is the bottleneck.
+#
+# Safety: everything runs in namespaces named tbench<pid>-*, removed on exit with the processes
+# started here (by PID). Nothing is configured in the root namespace.
+set -euo pipefail
+N=${1:-100000}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+BIN=${TORTIE_BGPD:-$ROOT/target/release/tortie-bgpd}
+[ -x "$BIN" ] || (cd "$ROOT" && cargo build --release -q -p tortie-bgpd)
+W=$(mktemp -d /tmp/tortie-bgp-bench.XXXXXX); chmod 755 "$W"
+P=tbench$$; INJ=$P-inj; RCV=$P-rcv; MON=$P-mon
+PIDS=()
+cleanup() {
+  set +e
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  for ns in $INJ $RCV $MON; do
+    for p in $(ip netns pids $ns 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+    ip netns del $ns 2>/dev/null
+  done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+for ns in $INJ $RCV $MON; do ip netns add $ns; ip -n $ns link set lo up; done
+ip link add vi netns $INJ type veth peer name vr netns $RCV
+ip link add vm netns $MON type veth peer name vs netns $RCV
+ip -n $INJ addr add 198.18.10.1/24 dev vi; ip -n $RCV addr add 198.18.10.2/24 dev vr
+ip -n $MON addr add 198.18.11.1/24 dev vm; ip -n $RCV addr add 198.18.11.2/24 dev vs
+for l in "$INJ vi" "$RCV vr" "$MON vm" "$RCV vs"; do set -- $l; ip -n $1 link set $2 up; done
+cd "$W"
+
+python3 "$HERE/gen_mrt.py" "$N" routes.mrt 198.18.10.1
+cat > inj.toml <<T
+[global.config]
+  as = 65001
+  router-id = "198.18.10.1"
+  local-address-list = ["198.18.10.1"]
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "198.18.10.2"
+    peer-as = 64512
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv4-unicast"
+T
+ip netns exec $INJ gobgpd -f inj.toml --api-hosts 127.0.0.1:50051 --log-level warn > inj.log 2>&1 &
+PIDS+=($!); sleep 2
+ip netns exec $INJ gobgp -p 50051 mrt inject global routes.mrt
+sleep 1
+echo "injector RIB: $(ip netns exec $INJ gobgp -p 50051 global rib summary -a ipv4 | tr -s ' ')"
+
+results=()
+run() {  # run NAME RECEIVER_PID ESTABLISHED_CMD COUNT_CMD
+  local name=$1 pid=$2
+  ip netns exec $RCV tcpdump -U --immediate-mode -i vr -w $name.pcap -s 128 'tcp port 179' > /dev/null 2>&1 &
+  local tp=$!; sleep 1
+  local out; out=$(python3 "$HERE/measure.py" "$N" "$3" "$4" $name.pcap $tp $pid 198.18.10.1)
+  echo "$name: $out"
+  results+=("$name $out")
+  kill "$pid" 2>/dev/null || true; sleep 2
+}
+
+# tortie-bgpd
+cat > tortie.toml <<T
+[speaker]
+asn = 64512
+router_id = "198.18.10.2"
+listen = ["0.0.0.0:179"]
+graceful_restart_time = 0
+[[peer]]
+address = "198.18.10.1"
+asn = 65001
+families = ["ipv4"]
+T
+ip netns exec $RCV "$BIN" --config tortie.toml --control $W/t.sock > tortie.log 2>&1 & TP=$!; PIDS+=($TP)
+tq() { python3 -c "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect('$W/t.sock'); s.sendall(b'$1\n'); print(s.makefile().readline())"; }
+sleep 0.5
+run tortie-bgpd $TP "python3 -c \"import socket; s=socket.socket(socket.AF_UNIX); s.connect('$W/t.sock'); s.sendall(b'status\n'); print(s.makefile().readline())\"" \
+  "python3 -c \"import socket,json; s=socket.socket(socket.AF_UNIX); s.connect('$W/t.sock'); s.sendall(b'count\n'); print(json.loads(s.makefile().readline())['prefixes'])\""
+
+# BIRD 2
+cat > bird.conf <<T
+router id 198.18.10.2;
+protocol device { }
+protocol bgp inj { local 198.18.10.2 as 64512; neighbor 198.18.10.1 as 65001; ipv4 { import all; export none; }; }
+T
+ip netns exec $RCV bird -f -c bird.conf -s $W/bird.ctl -P $W/bird.pid > bird.log 2>&1 & BP=$!; PIDS+=($BP)
+sleep 0.5
+run bird $BP "birdc -s $W/bird.ctl show protocols inj" "birdc -s $W/bird.ctl show route count | awk '/routes/{print \$1; exit}'"
+
+# FRR 8 (bgpd -n: no FIB, like the others here)
+chown frr:frr "$W"
+F="-z $W/zserv.api --vty_socket $W -u frr -g frr"
+printf 'hostname rcv\n' > zebra.conf
+cat > bgpd.conf <<T
+route-map ALLOW permit 10
+router bgp 64512
+ bgp router-id 198.18.10.2
+ neighbor 198.18.10.1 remote-as 65001
+ address-family ipv4 unicast
+  neighbor 198.18.10.1 route-map ALLOW in
+ exit-address-family
+T
+ip netns exec $RCV /usr/lib/frr/zebra $F -i $W/zebra.pid -f zebra.conf > zebra.log 2>&1 & ZP=$!; PIDS+=($ZP); sleep 1
+ip netns exec $RCV /usr/lib/frr/bgpd $F -i $W/bgpd.pid -f bgpd.conf -n > bgpd.log 2>&1 & FP=$!; PIDS+=($FP)
+run frr-bgpd $FP "vtysh --vty_socket $W -c 'show bgp neighbors 198.18.10.1 json' | grep -o 'bgpState.:.Established'" \
+  "vtysh --vty_socket $W -c 'show bgp ipv4 unicast summary json' | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"peers\"][\"198.18.10.1\"][\"pfxRcd\"])'"
+kill $ZP 2>/dev/null || true
+
+# Transit: injector -> speaker (tortie-bgpd or BIRD) -> monitor (gobgpd)
+cat > mon.toml <<T
+[global.config]
+  as = 65009
+  router-id = "198.18.11.1"
+  local-address-list = ["198.18.11.1"]
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "198.18.11.2"
+    peer-as = 64512
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv4-unicast"
+T
+transit() {  # transit NAME START_CMD...
+  local name=$1; shift
+  ip netns exec $MON gobgpd -f mon.toml --api-hosts 127.0.0.1:50052 --log-level warn > mon-$name.log 2>&1 & local mp=$!; PIDS+=($mp); sleep 1
+  "$@" & local sp=$!; PIDS+=($sp)
+  ip netns exec $RCV tcpdump -U --immediate-mode -i vr -w transit-$name.pcap -s 128 'tcp port 179' > /dev/null 2>&1 & local tp=$!; sleep 1
+  local out; out=$(python3 "$HERE/measure.py" "$N" "ip netns exec $MON gobgp -p 50052 neighbor 198.18.11.2 | grep -o 'BGP state = established' | sed 's/established/Established/'" \
+     "ip netns exec $MON gobgp -p 50052 global rib summary -a ipv4 | awk '/Destination/{print \$2}' | tr -d ,"  transit-$name.pcap $tp $sp 198.18.10.1)
+  echo "transit $name: $out"
+  results+=("transit-$name $out")
+  kill $sp $mp 2>/dev/null || true; sleep 2
+}
+cat > tortie-transit.toml <<T
+[speaker]
+asn = 64512
+router_id = "198.18.10.2"
+listen = ["0.0.0.0:179"]
+graceful_restart_time = 0
+[[peer]]
+address = "198.18.10.1"
+asn = 65001
+families = ["ipv4"]
+[[peer]]
+address = "198.18.11.1"
+asn = 65009
+families = ["ipv4"]
+T
+transit tortie-bgpd ip netns exec $RCV "$BIN" --config tortie-transit.toml
+cat > bird-transit.conf <<T
+router id 198.18.10.2;
+protocol device { }
+protocol bgp inj { local 198.18.10.2 as 64512; neighbor 198.18.10.1 as 65001; ipv4 { import all; export none; }; }
+protocol bgp mon { local 198.18.11.2 as 64512; neighbor 198.18.11.1 as 65009; ipv4 { import none; export all; }; }
+T
+transit bird ip netns exec $RCV bird -f -c bird-transit.conf -s $W/bird2.ctl -P $W/bird2.pid
+
+echo
+echo "| case | first UPDATE → all (s) | established → all (s) | injector on the wire (s) | peak RSS (MB) |"
+echo "|---|---|---|---|---|"
+for r in "${results[@]}"; do
+  name=${r%% *}; json=${r#* }
+  python3 -c "import json,sys; d=json.loads(sys.argv[2]); print(f\"| {sys.argv[1]} | {d.get('first_update_to_all_s')} | {d.get('established_to_all_s')} | {d.get('sender_wire_s')} | {d.get('peak_rss_kb',0)/1024:.1f} |\")" "$name" "$json"
+done
