@@ -60,10 +60,12 @@ sleep 1
 echo "injector RIB: $(ip netns exec $INJ gobgp -p 50051 global rib summary -a ipv4 | tr -s ' ')"
 
 results=()
-run() {  # run NAME RECEIVER_PID ESTABLISHED_CMD COUNT_CMD
-  local name=$1 pid=$2
-  ip netns exec $RCV tcpdump -U --immediate-mode -i vr -w $name.pcap -s 128 'tcp port 179' > /dev/null 2>&1 &
-  local tp=$!; sleep 1
+capture() {  # capture NAME: starts tcpdump on the receiver's side before the receiver starts
+  ip netns exec $RCV tcpdump -U --immediate-mode -i vr -w $1.pcap -s 128 'tcp port 179' > /dev/null 2>&1 &
+  TCPDUMP=$!; sleep 1
+}
+run() {  # run NAME RECEIVER_PID ESTABLISHED_CMD COUNT_CMD   (after capture NAME)
+  local name=$1 pid=$2 tp=$TCPDUMP
   local out; out=$(python3 "$HERE/measure.py" "$N" "$3" "$4" $name.pcap $tp $pid 198.18.10.1)
   echo "$name: $out"
   results+=("$name $out")
@@ -82,8 +84,8 @@ address = "198.18.10.1"
 asn = 65001
 families = ["ipv4"]
 T
+capture tortie-bgpd
 ip netns exec $RCV "$BIN" --config tortie.toml --control $W/t.sock > tortie.log 2>&1 & TP=$!; PIDS+=($TP)
-tq() { python3 -c "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect('$W/t.sock'); s.sendall(b'$1\n'); print(s.makefile().readline())"; }
 sleep 0.5
 run tortie-bgpd $TP "python3 -c \"import socket; s=socket.socket(socket.AF_UNIX); s.connect('$W/t.sock'); s.sendall(b'status\n'); print(s.makefile().readline())\"" \
   "python3 -c \"import socket,json; s=socket.socket(socket.AF_UNIX); s.connect('$W/t.sock'); s.sendall(b'count\n'); print(json.loads(s.makefile().readline())['prefixes'])\""
@@ -94,6 +96,7 @@ router id 198.18.10.2;
 protocol device { }
 protocol bgp inj { local 198.18.10.2 as 64512; neighbor 198.18.10.1 as 65001; ipv4 { import all; export none; }; }
 T
+capture bird
 ip netns exec $RCV bird -f -c bird.conf -s $W/bird.ctl -P $W/bird.pid > bird.log 2>&1 & BP=$!; PIDS+=($BP)
 sleep 0.5
 run bird $BP "birdc -s $W/bird.ctl show protocols inj" "birdc -s $W/bird.ctl show route count | awk '/routes/{print \$1; exit}'"
@@ -112,6 +115,7 @@ router bgp 64512
  exit-address-family
 T
 ip netns exec $RCV /usr/lib/frr/zebra $F -i $W/zebra.pid -f zebra.conf > zebra.log 2>&1 & ZP=$!; PIDS+=($ZP); sleep 1
+capture frr-bgpd
 ip netns exec $RCV /usr/lib/frr/bgpd $F -i $W/bgpd.pid -f bgpd.conf -n > bgpd.log 2>&1 & FP=$!; PIDS+=($FP)
 run frr-bgpd $FP "vtysh --vty_socket $W -c 'show bgp neighbors 198.18.10.1 json' | grep -o 'bgpState.:.Established'" \
   "vtysh --vty_socket $W -c 'show bgp ipv4 unicast summary json' | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"peers\"][\"198.18.10.1\"][\"pfxRcd\"])'"
@@ -134,9 +138,9 @@ T
 transit() {  # transit NAME START_CMD...
   local name=$1; shift
   ip netns exec $MON gobgpd -f mon.toml --api-hosts 127.0.0.1:50052 --log-level warn > mon-$name.log 2>&1 & local mp=$!; PIDS+=($mp); sleep 1
+  capture transit-$name; local tp=$TCPDUMP
   "$@" & local sp=$!; PIDS+=($sp)
-  ip netns exec $RCV tcpdump -U --immediate-mode -i vr -w transit-$name.pcap -s 128 'tcp port 179' > /dev/null 2>&1 & local tp=$!; sleep 1
-  local out; out=$(python3 "$HERE/measure.py" "$N" "ip netns exec $MON gobgp -p 50052 neighbor 198.18.11.2 | grep -o 'BGP state = established' | sed 's/established/Established/'" \
+  local out; out=$(python3 "$HERE/measure.py" "$N" "ip netns exec $MON gobgp -p 50052 neighbor 198.18.11.2 | grep -io 'BGP state = established' | sed 's/.*/Established/'" \
      "ip netns exec $MON gobgp -p 50052 global rib summary -a ipv4 | awk '/Destination/{print \$2}' | tr -d ,"  transit-$name.pcap $tp $sp 198.18.10.1)
   echo "transit $name: $out"
   results+=("transit-$name $out")

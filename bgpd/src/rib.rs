@@ -12,12 +12,17 @@
 //! attributes exported to a peer are built once per distinct source attribute set per step.
 //! Outputs are batched: one `Send` per peer and attribute set, carrying every prefix of the step.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+// aHash with random keys: several times faster than SipHash on prefix keys, and still keyed, so
+// a peer cannot craft prefixes that collide.
+use ahash::{AHashMap as HashMap, AHashSet as HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use smallvec::SmallVec;
 
 use crate::policy::Policy;
 use crate::types::{Afi, AsSegment, Nlri, PathAttrs, Update};
@@ -81,13 +86,16 @@ pub struct Path {
     pub stale: bool,
 }
 
+/// An ECMP next-hop set, shared: most prefixes have the same one.
+pub type NextHops = Arc<[IpAddr]>;
+
 /// A Loc-RIB best-path change, for the embedding agent (kernel routes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BestChange {
     /// The prefix.
     pub prefix: IpNet,
     /// The next hops of the ECMP set (empty: the prefix is gone or only local).
-    pub next_hops: Vec<IpAddr>,
+    pub next_hops: NextHops,
 }
 
 /// Inputs.
@@ -213,15 +221,17 @@ pub struct Rib {
     /// Set when we are a route reflector (RFC 4456 §7).
     cluster_id: Option<Ipv4Addr>,
     peers: HashMap<PeerId, PeerState>,
-    loc: HashMap<IpNet, Vec<Path>>,
-    /// Last reported ECMP next hops per prefix (to report only changes).
-    best_hops: HashMap<IpNet, Vec<IpAddr>>,
+    /// One path inline (the common case: a block announced by one node), more on the heap.
+    loc: HashMap<IpNet, SmallVec<[Path; 1]>>,
+    /// Last reported ECMP next hops per prefix (to report only changes), interned.
+    best_hops: HashMap<IpNet, NextHops>,
+    hop_sets: HashSet<NextHops>,
     interner: HashSet<Arc<PathAttrs>>,
     interner_clean_at: usize,
 }
 
 /// Compares two paths by the decision process; `Less` means `a` is better.
-fn compare(rib: &Rib, a: &Path, b: &Path) -> std::cmp::Ordering {
+fn compare(peers: &HashMap<PeerId, PeerState>, a: &Path, b: &Path) -> std::cmp::Ordering {
     use std::cmp::Ordering::*;
     // Our own routes first (the "weight" every implementation has).
     match (a.source, b.source) {
@@ -234,11 +244,11 @@ fn compare(rib: &Rib, a: &Path, b: &Path) -> std::cmp::Ordering {
     if a.stale != b.stale {
         return if a.stale { Greater } else { Less };
     }
-    let ord = ecmp_key_cmp(rib, a, b);
+    let ord = ecmp_key_cmp(peers, a, b);
     if ord != Equal {
         return ord;
     }
-    let (pa, pb) = (rib.peer_of(a), rib.peer_of(b));
+    let (pa, pb) = (peer_of(peers, a), peer_of(peers, b));
     // f) IGP cost to the next hop: not known here. g) lowest BGP identifier, ORIGINATOR_ID when
     // reflected (RFC 4456 §9).
     let id = |p: &Path, st: Option<&PeerState>| {
@@ -262,7 +272,7 @@ fn compare(rib: &Rib, a: &Path, b: &Path) -> std::cmp::Ordering {
 }
 
 /// Steps a)–e) of RFC 4271 §9.1.2.2; paths equal here are equal-cost multipaths.
-fn ecmp_key_cmp(rib: &Rib, a: &Path, b: &Path) -> std::cmp::Ordering {
+fn ecmp_key_cmp(peers: &HashMap<PeerId, PeerState>, a: &Path, b: &Path) -> std::cmp::Ordering {
     use std::cmp::Ordering::*;
     let lp = |p: &Path| p.attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF);
     let ord = lp(b).cmp(&lp(a)); // higher is better
@@ -285,8 +295,15 @@ fn ecmp_key_cmp(rib: &Rib, a: &Path, b: &Path) -> std::cmp::Ordering {
         }
     }
     // d) eBGP over iBGP.
-    let ibgp = |p: &Path| rib.peer_of(p).is_some_and(|s| s.ibgp);
+    let ibgp = |p: &Path| peer_of(peers, p).is_some_and(|s| s.ibgp);
     ibgp(a).cmp(&ibgp(b))
+}
+
+fn peer_of<'a>(peers: &'a HashMap<PeerId, PeerState>, p: &Path) -> Option<&'a PeerState> {
+    match p.source {
+        Source::Peer(id) => peers.get(&id),
+        Source::Local => None,
+    }
 }
 
 impl Rib {
@@ -296,18 +313,12 @@ impl Rib {
             local_as,
             router_id,
             cluster_id,
-            peers: HashMap::new(),
-            loc: HashMap::new(),
-            best_hops: HashMap::new(),
-            interner: HashSet::new(),
+            peers: HashMap::default(),
+            loc: HashMap::default(),
+            best_hops: HashMap::default(),
+            hop_sets: HashSet::default(),
+            interner: HashSet::default(),
             interner_clean_at: 1024,
-        }
-    }
-
-    fn peer_of(&self, p: &Path) -> Option<&PeerState> {
-        match p.source {
-            Source::Peer(id) => self.peers.get(&id),
-            Source::Local => None,
         }
     }
 
@@ -342,7 +353,7 @@ impl Rib {
 
     /// The candidate paths of a prefix, best first.
     pub fn paths(&self, prefix: &IpNet) -> &[Path] {
-        self.loc.get(prefix).map_or(&[], Vec::as_slice)
+        self.loc.get(prefix).map_or(&[], |p| p.as_slice())
     }
 
     /// Counters of a peer.
@@ -377,9 +388,9 @@ impl Rib {
                     families: families.clone(),
                     established: false,
                     ibgp,
-                    adj_in: HashMap::new(),
-                    adj_out: HashMap::new(),
-                    stale: HashSet::new(),
+                    adj_in: HashMap::default(),
+                    adj_out: HashMap::default(),
+                    stale: HashSet::default(),
                 });
                 st.config = config;
                 st.bgp_id = bgp_id;
@@ -575,9 +586,12 @@ impl Rib {
             }
         }
         if let Some(attrs) = attrs_arc {
+            let any_stale = !st.stale.is_empty();
             for n in accepted {
                 let key = (n.prefix, n.path_id);
-                st.stale.remove(&key);
+                if any_stale {
+                    st.stale.remove(&key);
+                }
                 let same = st
                     .adj_in
                     .get(&key)
@@ -618,50 +632,51 @@ impl Rib {
         changed.sort_unstable();
         changed.dedup();
         let mut report = Vec::new();
+        let mut hops: Vec<IpAddr> = Vec::with_capacity(4);
+        let empty: NextHops = Arc::from(Vec::new());
         for prefix in changed.iter() {
-            let Some(mut paths) = self.loc.remove(prefix) else {
-                if self.best_hops.remove(prefix).is_some() {
-                    report.push(BestChange {
-                        prefix: *prefix,
-                        next_hops: Vec::new(),
-                    });
+            let paths = match self.loc.get_mut(prefix) {
+                Some(p) if !p.is_empty() => p,
+                _ => {
+                    self.loc.remove(prefix);
+                    if self.best_hops.remove(prefix).is_some() {
+                        report.push(BestChange { prefix: *prefix, next_hops: empty.clone() });
+                    }
+                    continue;
                 }
-                continue;
             };
-            if paths.is_empty() {
-                if self.best_hops.remove(prefix).is_some() {
-                    report.push(BestChange {
-                        prefix: *prefix,
-                        next_hops: Vec::new(),
-                    });
-                }
-                continue;
+            if paths.len() > 1 {
+                let peers = &self.peers;
+                paths.sort_by(|a, b| compare(peers, a, b));
             }
-            paths.sort_by(|a, b| compare(self, a, b));
             let best = &paths[0];
-            let mut hops: Vec<IpAddr> = if best.source == Source::Local {
-                Vec::new()
-            } else {
-                paths
-                    .iter()
-                    .take_while(|p| {
-                        p.source != Source::Local
-                            && p.stale == best.stale
-                            && ecmp_key_cmp(self, p, best).is_eq()
-                    })
-                    .filter_map(|p| p.attrs.next_hop)
-                    .collect()
-            };
-            hops.sort_unstable();
-            hops.dedup();
-            self.loc.insert(*prefix, paths);
-            if self.best_hops.get(prefix) != Some(&hops) {
-                report.push(BestChange {
-                    prefix: *prefix,
-                    next_hops: hops.clone(),
-                });
-                self.best_hops.insert(*prefix, hops);
+            hops.clear();
+            if best.source != Source::Local {
+                hops.extend(
+                    paths
+                        .iter()
+                        .take_while(|p| p.source != Source::Local && p.stale == best.stale && ecmp_key_cmp(&self.peers, p, best).is_eq())
+                        .filter_map(|p| p.attrs.next_hop),
+                );
+                hops.sort_unstable();
+                hops.dedup();
             }
+            if self.best_hops.get(prefix).is_some_and(|h| **h == *hops) {
+                continue;
+            }
+            let set = match self.hop_sets.get(hops.as_slice()) {
+                Some(s) => s.clone(),
+                None => {
+                    let s: NextHops = Arc::from(hops.as_slice());
+                    self.hop_sets.insert(s.clone());
+                    s
+                }
+            };
+            report.push(BestChange { prefix: *prefix, next_hops: set.clone() });
+            self.best_hops.insert(*prefix, set);
+        }
+        if self.hop_sets.len() > 4096 {
+            self.hop_sets.retain(|s| Arc::strong_count(s) > 1);
         }
         if !report.is_empty() {
             out.push(RibOutput::BestChanged(report));
@@ -677,7 +692,7 @@ impl Rib {
         best: &Path,
         afi: Afi,
     ) -> Option<PathAttrs> {
-        let from = self.peer_of(best);
+        let from = peer_of(&self.peers, best);
         if best.source == Source::Peer(to_id) {
             return None; // never back to where it came from
         }
@@ -756,9 +771,9 @@ impl Rib {
             }
             // Exported attributes built once per source attribute set in this step.
             let mut cache: HashMap<(*const PathAttrs, Afi), Option<Arc<PathAttrs>>> =
-                HashMap::new();
+                HashMap::default();
             let mut announce: Vec<(Arc<PathAttrs>, Vec<Nlri>)> = Vec::new();
-            let mut group_of: HashMap<*const PathAttrs, usize> = HashMap::new();
+            let mut group_of: HashMap<*const PathAttrs, usize> = HashMap::default();
             let mut withdraw: Vec<Nlri> = Vec::new();
             let mut new_out: Vec<(IpNet, Option<Arc<PathAttrs>>)> =
                 Vec::with_capacity(prefixes.len());
@@ -865,5 +880,5 @@ fn own_next_hop(session: IpAddr, afi: Afi) -> IpAddr {
 
 /// All the prefixes of a Loc-RIB with their best-path next hops (for status and tests).
 pub fn best_next_hops(rib: &Rib) -> BTreeMap<IpNet, Vec<IpAddr>> {
-    rib.best_hops.iter().map(|(k, v)| (*k, v.clone())).collect()
+    rib.best_hops.iter().map(|(k, v)| (*k, v.to_vec())).collect()
 }

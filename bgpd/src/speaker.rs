@@ -139,6 +139,7 @@ enum Command {
     Withdraw(Vec<IpNet>),
     Status(oneshot::Sender<Vec<PeerStatus>>),
     LocRib(oneshot::Sender<Vec<(IpNet, Vec<IpAddr>)>>),
+    Count(oneshot::Sender<usize>),
     Shutdown(String, oneshot::Sender<()>),
 }
 
@@ -256,6 +257,15 @@ impl Speaker {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
+    }
+
+    /// Number of prefixes in the Loc-RIB (cheap, unlike [`Speaker::loc_rib`]).
+    pub async fn prefix_count(&self) -> usize {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Command::Count(tx)).await.is_err() {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
     }
 
     /// A stream of best-path changes, in batches.
@@ -473,6 +483,9 @@ impl RibTask {
                     .collect();
                 v.sort_by_key(|s| s.address);
                 let _ = reply.send(v);
+            }
+            Command::Count(reply) => {
+                let _ = reply.send(self.rib.len());
             }
             Command::LocRib(reply) => {
                 let _ = reply.send(crate::rib::best_next_hops(&self.rib).into_iter().collect());

@@ -79,7 +79,7 @@ fn best_hops(out: &[RibOutput], prefix: &str) -> Option<Vec<IpAddr>> {
         RibOutput::BestChanged(v) => v
             .iter()
             .find(|c| c.prefix == net(prefix))
-            .map(|c| c.next_hops.clone()),
+            .map(|c| c.next_hops.to_vec()),
         _ => None,
     })
 }

@@ -576,6 +576,22 @@ fn cases() -> Vec<(&'static str, DecodeCxt, String, Expect)> {
             }),
         ),
         (
+            // Found by the fuzzer: the MP next hop was kept although every route was ignored.
+            "MP_REACH_NLRI of multicast prefixes only: nothing announced, no next hop",
+            ebgp(),
+            update(
+                "",
+                &format!(
+                    "800e17 0002 01 10 20010db8000000000000000000000001 00 08 ff{ORIGIN}{AS_PATH}"
+                ),
+                "",
+            ),
+            Accept(|m| {
+                assert!(matches!(m, Message::Update(u)
+                    if u.announced.is_empty() && u.attrs.as_ref().is_some_and(|a| a.next_hop.is_none())))
+            }),
+        ),
+        (
             "unrecognised well-known attribute",
             ebgp(),
             update("", &format!("{good}406301 01"), NLRI),

@@ -587,7 +587,9 @@ fn vectors_decode_check_and_reencode() {
         let mut fd = FrameDecoder::new();
         fd.extend(&bytes);
         assert_eq!(
-            fd.next_frame().expect(&ctx("frame")).as_deref(),
+            fd.next_frame()
+                .unwrap_or_else(|n| panic!("{}: {n}", case.file))
+                .as_deref(),
             Some(&bytes[..]),
             "{}",
             ctx("frame")
@@ -601,7 +603,7 @@ fn vectors_decode_check_and_reencode() {
         if let Message::Update(u) = &msg {
             assert_eq!(u.treat_as_withdraw, None, "{}", ctx("treat-as-withdraw"));
             let theirs = netgauze_routes(&bytes, case.cx.four_octet_as, &case.cx.add_path)
-                .expect(&ctx("netgauze"));
+                .unwrap_or_else(|e| panic!("{}: netgauze: {e}", case.file));
             assert_eq!(routes_of(u), theirs, "{}", ctx("netgauze disagrees"));
         }
 

@@ -13,9 +13,19 @@ use tortie_bgpd::{Afi, Message};
 static CONTEXTS: LazyLock<Vec<DecodeCxt>> = LazyLock::new(|| {
     let mut out = Vec::new();
     for four_octet_as in [false, true] {
-        for add_path in [vec![], vec![Afi::Ipv4], vec![Afi::Ipv6], vec![Afi::Ipv4, Afi::Ipv6]] {
+        for add_path in [
+            vec![],
+            vec![Afi::Ipv4],
+            vec![Afi::Ipv6],
+            vec![Afi::Ipv4, Afi::Ipv6],
+        ] {
             for is_ibgp in [false, true] {
-                out.push(DecodeCxt { four_octet_as, add_path: add_path.iter().copied().collect(), local_as: 65000, is_ibgp });
+                out.push(DecodeCxt {
+                    four_octet_as,
+                    add_path: add_path.iter().copied().collect(),
+                    local_as: 65000,
+                    is_ibgp,
+                });
             }
         }
     }
@@ -33,7 +43,9 @@ fn normal(mut m: Message) -> Message {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&chunk, bytes)) = data.split_first() else { return };
+    let Some((&chunk, bytes)) = data.split_first() else {
+        return;
+    };
     let mut frames = vec![bytes.to_vec()];
     let mut fd = FrameDecoder::new();
     for piece in bytes.chunks(usize::from(chunk).max(1)) {
@@ -44,7 +56,9 @@ fuzz_target!(|data: &[u8]| {
     }
     for frame in &frames {
         for cx in CONTEXTS.iter() {
-            let Ok(msg) = wire::decode(frame, cx) else { continue };
+            let Ok(msg) = wire::decode(frame, cx) else {
+                continue;
+            };
             let ecx = EncodeCxt {
                 four_octet_as: cx.four_octet_as,
                 add_path: cx.add_path.clone(),

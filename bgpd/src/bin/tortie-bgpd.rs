@@ -80,7 +80,7 @@ async fn control(listener: UnixListener, speaker: Speaker) {
                 let (cmd, arg) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
                 let reply = match cmd {
                     "status" => serde_json::json!(speaker.status().await.iter().map(status_json).collect::<Vec<_>>()),
-                    "count" => serde_json::json!({ "prefixes": speaker.loc_rib().await.len() }),
+                    "count" => serde_json::json!({ "prefixes": speaker.prefix_count().await }),
                     "routes" => serde_json::json!(speaker
                         .loc_rib()
                         .await

@@ -118,17 +118,22 @@ pub(super) fn put_prefix(out: &mut Vec<u8>, n: &Nlri, add_path: bool) {
     if add_path {
         out.extend_from_slice(&n.path_id.unwrap_or(0).to_be_bytes());
     }
+    // Length octet and the whole address (a fixed-size copy), then drop the octets beyond the
+    // prefix: cheaper than a variable-length copy on the bulk path.
     let len = n.prefix.prefix_len();
-    out.push(len);
-    let bytes = usize::from(len).div_ceil(8);
-    match n.prefix {
+    let (whole, used) = match n.prefix {
         IpNet::V4(p) => {
-            out.extend_from_slice(p.network().octets().get(..bytes).unwrap_or_default())
+            out.push(len);
+            out.extend_from_slice(&p.network().octets());
+            (4, usize::from(len).div_ceil(8))
         }
         IpNet::V6(p) => {
-            out.extend_from_slice(p.network().octets().get(..bytes).unwrap_or_default())
+            out.push(len);
+            out.extend_from_slice(&p.network().octets());
+            (16, usize::from(len).div_ceil(8))
         }
-    }
+    };
+    out.truncate(out.len() - (whole - used));
 }
 
 #[cfg(test)]

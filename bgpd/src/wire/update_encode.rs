@@ -19,6 +19,10 @@ use super::open::afi_code;
 use super::{EncodeCxt, EncodeError};
 use crate::types::{Afi, Nlri, PathAttrs, Update};
 
+/// Capacity of a message buffer: the largest message plus the few octets `put_prefix` writes
+/// past a prefix before trimming them, so that a buffer never grows.
+const BUFFER: usize = MAX_MESSAGE_LEN + 16;
+
 /// Offset of the Withdrawn Routes Length field.
 const WITHDRAWN_LEN_AT: usize = HEADER_LEN;
 
@@ -173,7 +177,7 @@ pub(super) fn encode_update(u: &Update, cx: &EncodeCxt) -> Result<Vec<u8>, Encod
     }
     let v4_add_path = cx.add_path.contains(&Afi::Ipv4);
 
-    let mut m = Vec::with_capacity(MAX_MESSAGE_LEN);
+    let mut m = Vec::with_capacity(BUFFER);
     start(&mut m);
     m.extend_from_slice(&[0, 0]);
     for n in u
@@ -297,11 +301,11 @@ fn pack_withdrawn<'a>(
         put_u16(m, WITHDRAWN_LEN_AT, withdrawn_len)?;
         m.extend_from_slice(&[0, 0]);
         finish(m)?;
-        out.push(std::mem::replace(m, Vec::with_capacity(MAX_MESSAGE_LEN)));
+        out.push(std::mem::replace(m, Vec::with_capacity(BUFFER)));
         Ok(())
     };
     let base = HEADER_LEN + 2;
-    let mut m = Vec::with_capacity(MAX_MESSAGE_LEN);
+    let mut m = Vec::with_capacity(BUFFER);
     head(&mut m);
     for n in routes {
         // + 2: the Total Path Attribute Length that follows.
@@ -331,14 +335,14 @@ fn pack_nlri<'a>(
         m.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
         m.extend_from_slice(attrs);
     };
-    let mut m = Vec::with_capacity(MAX_MESSAGE_LEN);
+    let mut m = Vec::with_capacity(BUFFER);
     head(&mut m);
     for n in routes {
         if m.len() + prefix_size(n, add_path) > MAX_MESSAGE_LEN && m.len() > base {
             finish(&mut m)?;
             out.push(std::mem::replace(
                 &mut m,
-                Vec::with_capacity(MAX_MESSAGE_LEN),
+                Vec::with_capacity(BUFFER),
             ));
             head(&mut m);
         }
@@ -373,10 +377,10 @@ fn pack_mp_reach<'a>(
         let attr_len = m.len() - HEADER_LEN - 4;
         put_u16(m, HEADER_LEN + 2, attr_len)?;
         finish(m)?;
-        out.push(std::mem::replace(m, Vec::with_capacity(MAX_MESSAGE_LEN)));
+        out.push(std::mem::replace(m, Vec::with_capacity(BUFFER)));
         Ok(())
     };
-    let mut m = Vec::with_capacity(MAX_MESSAGE_LEN);
+    let mut m = Vec::with_capacity(BUFFER);
     head(&mut m);
     let base = m.len();
     if base + attrs.len() >= MAX_MESSAGE_LEN {
@@ -412,10 +416,10 @@ fn pack_mp_unreach<'a>(
         let attr_len = m.len() - HEADER_LEN - 4;
         put_u16(m, HEADER_LEN + 2, attr_len)?;
         finish(m)?;
-        out.push(std::mem::replace(m, Vec::with_capacity(MAX_MESSAGE_LEN)));
+        out.push(std::mem::replace(m, Vec::with_capacity(BUFFER)));
         Ok(())
     };
-    let mut m = Vec::with_capacity(MAX_MESSAGE_LEN);
+    let mut m = Vec::with_capacity(BUFFER);
     head(&mut m);
     let base = m.len();
     for n in routes {
