@@ -12,23 +12,40 @@ use tortie_bgpd::wire::{self, DecodeCxt, EncodeCxt, FrameDecoder};
 use tortie_bgpd::{Afi, AsSegment, Message, Nlri, PathAttrs, Update};
 
 fn main() {
-    let n: u32 = std::env::args().nth(1).map(|s| s.parse().unwrap()).unwrap_or(100_000);
+    let n: u32 = std::env::args()
+        .nth(1)
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(100_000);
     let announced: Vec<Nlri> = (0..n)
-        .map(|i| Nlri::new(IpNet::V4(Ipv4Net::new(Ipv4Addr::from((10u32 << 24) + i * 64), 26).unwrap())))
+        .map(|i| {
+            Nlri::new(IpNet::V4(
+                Ipv4Net::new(Ipv4Addr::from((10u32 << 24) + i * 64), 26).unwrap(),
+            ))
+        })
         .collect();
     let attrs = PathAttrs {
         as_path: vec![AsSegment::Sequence(vec![65001])],
         next_hop: Some("198.18.10.1".parse().unwrap()),
         ..Default::default()
     };
-    let update = Update { announced, attrs: Some(attrs), ..Default::default() };
-    let cx = EncodeCxt { four_octet_as: true, ..EncodeCxt::before_open() };
+    let update = Update {
+        announced,
+        attrs: Some(attrs),
+        ..Default::default()
+    };
+    let cx = EncodeCxt {
+        four_octet_as: true,
+        ..EncodeCxt::before_open()
+    };
     let t = Instant::now();
     let frames = wire::encode_updates(&update, &cx).unwrap();
     let stream: Vec<u8> = frames.concat();
     let t_enc = t.elapsed();
 
-    let dcx = DecodeCxt { four_octet_as: true, ..DecodeCxt::before_open() };
+    let dcx = DecodeCxt {
+        four_octet_as: true,
+        ..DecodeCxt::before_open()
+    };
     let mut rib = Rib::new(64512, "198.18.10.2".parse().unwrap(), None);
     rib.step(RibInput::PeerUp {
         peer: 1,

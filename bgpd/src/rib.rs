@@ -640,7 +640,10 @@ impl Rib {
                 _ => {
                     self.loc.remove(prefix);
                     if self.best_hops.remove(prefix).is_some() {
-                        report.push(BestChange { prefix: *prefix, next_hops: empty.clone() });
+                        report.push(BestChange {
+                            prefix: *prefix,
+                            next_hops: empty.clone(),
+                        });
                     }
                     continue;
                 }
@@ -655,7 +658,11 @@ impl Rib {
                 hops.extend(
                     paths
                         .iter()
-                        .take_while(|p| p.source != Source::Local && p.stale == best.stale && ecmp_key_cmp(&self.peers, p, best).is_eq())
+                        .take_while(|p| {
+                            p.source != Source::Local
+                                && p.stale == best.stale
+                                && ecmp_key_cmp(&self.peers, p, best).is_eq()
+                        })
                         .filter_map(|p| p.attrs.next_hop),
                 );
                 hops.sort_unstable();
@@ -672,7 +679,10 @@ impl Rib {
                     s
                 }
             };
-            report.push(BestChange { prefix: *prefix, next_hops: set.clone() });
+            report.push(BestChange {
+                prefix: *prefix,
+                next_hops: set.clone(),
+            });
             self.best_hops.insert(*prefix, set);
         }
         if self.hop_sets.len() > 4096 {
@@ -880,5 +890,8 @@ fn own_next_hop(session: IpAddr, afi: Afi) -> IpAddr {
 
 /// All the prefixes of a Loc-RIB with their best-path next hops (for status and tests).
 pub fn best_next_hops(rib: &Rib) -> BTreeMap<IpNet, Vec<IpAddr>> {
-    rib.best_hops.iter().map(|(k, v)| (*k, v.to_vec())).collect()
+    rib.best_hops
+        .iter()
+        .map(|(k, v)| (*k, v.to_vec()))
+        .collect()
 }

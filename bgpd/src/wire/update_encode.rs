@@ -340,10 +340,7 @@ fn pack_nlri<'a>(
     for n in routes {
         if m.len() + prefix_size(n, add_path) > MAX_MESSAGE_LEN && m.len() > base {
             finish(&mut m)?;
-            out.push(std::mem::replace(
-                &mut m,
-                Vec::with_capacity(BUFFER),
-            ));
+            out.push(std::mem::replace(&mut m, Vec::with_capacity(BUFFER)));
             head(&mut m);
         }
         put_prefix(&mut m, n, add_path);
