@@ -1,5 +1,5 @@
-//! BGP values shared by the wire codec, the session FSM and the RIBs — independent of the codec
-//! library, so that `wire` is the only module that knows netgauze.
+//! BGP values shared by the wire codec, the session FSM and the RIBs — independent of how they
+//! are encoded, so that `wire` is the only module that knows the bytes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -39,7 +39,10 @@
 //! a malformed capability that we interpret → 2/0; inconsistent lengths → 1/2. The FSM checks
 //! the rest (peer AS, identifier collision, acceptable hold time).
 //!
-//! ROUTE-REFRESH (RFC 2918, RFC 7313 §5): length ≠ 23 → 7/1 with the message as data. A
+//! NOTIFICATION: any code and subcode is returned as received (RFC 4271 §6.4: never answered).
+//!
+//! ROUTE-REFRESH (RFC 2918, RFC 7313 §5): subtype 0–2 with length ≠ 23 → 7/1 with the message
+//! as data; other subtypes are returned for the FSM to ignore, whatever their length. A
 //! family we do not carry cannot be represented by [`Message::RouteRefresh`]; it decodes with
 //! subtype [`ROUTE_REFRESH_IGNORE`] (255), which RFC 7313 §5 says to ignore, as RFC 2918 §4
 //! says for the family.
@@ -74,6 +77,7 @@
 //! | AS4_PATH / AS4_AGGREGATOR on a 4-octet session | discard | RFC 6793 §3 |
 //! | AS4_PATH / AS4_AGGREGATOR malformed or with AS 0 | discard | RFC 6793 §6, RFC 7607 |
 //! | ORIGIN or AS_PATH missing with NLRI; NEXT_HOP missing with classic NLRI | withdraw | RFC 7606 §3 d |
+//! | prefix whose network is multicast, in NLRI or MP_REACH_NLRI | that prefix ignored | RFC 4271 §6.3 |
 //! | unrecognised well-known attribute | reset 3/2, data = attribute | RFC 4271 §6.3 |
 //! | unrecognised optional attribute | transitive: kept, Partial set; non-transitive: dropped | RFC 4271 §5 |
 //! | classic NLRI and MP_REACH_NLRI announcing with different next hops | withdraw (an [`Update`] has one next hop) | — |
