@@ -87,8 +87,8 @@ T
 capture tortie-bgpd
 ip netns exec $RCV "$BIN" --config tortie.toml --control $W/t.sock > tortie.log 2>&1 & TP=$!; PIDS+=($TP)
 sleep 0.5
-run tortie-bgpd $TP "python3 -c \"import socket; s=socket.socket(socket.AF_UNIX); s.connect('$W/t.sock'); s.sendall(b'status\n'); print(s.makefile().readline())\"" \
-  "python3 -c \"import socket,json; s=socket.socket(socket.AF_UNIX); s.connect('$W/t.sock'); s.sendall(b'count\n'); print(json.loads(s.makefile().readline())['prefixes'])\""
+# Polled with tortie-bgpd's own query client, as BIRD is polled with birdc.
+run tortie-bgpd $TP "$BIN query $W/t.sock status" "$BIN query $W/t.sock count | tr -dc 0-9"
 
 # BIRD 2
 cat > bird.conf <<T

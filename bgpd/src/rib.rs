@@ -629,8 +629,8 @@ impl Rib {
 
     /// Re-runs the decision process for `changed` prefixes and reports ECMP next-hop changes.
     fn decide(&mut self, changed: &mut Vec<IpNet>, out: &mut Vec<RibOutput>) {
-        changed.sort_unstable();
-        changed.dedup();
+        // No sort/dedup: a prefix listed twice is evaluated twice, and the second time nothing
+        // has changed, so it is neither reported nor exported again.
         let mut report = Vec::new();
         let mut hops: Vec<IpAddr> = Vec::with_capacity(4);
         let empty: NextHops = Arc::from(Vec::new());
@@ -792,6 +792,11 @@ impl Rib {
                     continue;
                 }
                 let best = self.loc.get(prefix).and_then(|p| p.first());
+                // The common case when receiving a table: the best path came from this very peer
+                // and we never advertised anything to it; nothing to do, skip the lookups.
+                if to.adj_out.is_empty() && best.is_some_and(|b| b.source == Source::Peer(to_id)) {
+                    continue;
+                }
                 let exported = match best {
                     Some(b) if to.config.export.accepts(prefix) => {
                         // The cache key includes the family: the next hop differs per family.

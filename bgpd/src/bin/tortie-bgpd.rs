@@ -8,7 +8,8 @@
 //!   `--restarting`. SIGINT (or the `shutdown` control command) sends Cease/administrative
 //!   shutdown with a message (RFC 8203) to every peer.
 //! - The control socket answers one-line commands with one line of JSON: `status`, `routes`,
-//!   `count`, `shutdown [message]`.
+//!   `count`, `shutdown [message]`. `tortie-bgpd query SOCKET COMMAND…` sends one and prints the
+//!   answer (like `birdc`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -102,7 +103,34 @@ async fn control(listener: UnixListener, speaker: Speaker) {
     }
 }
 
+/// `tortie-bgpd query SOCKET COMMAND…`: one control command, answer on stdout.
+fn query(mut argv: impl Iterator<Item = String>) -> i32 {
+    use std::io::{BufRead, BufReader, Write};
+    let (Some(socket), command) = (argv.next(), argv.collect::<Vec<_>>().join(" ")) else {
+        eprintln!("usage: tortie-bgpd query SOCKET COMMAND");
+        return 2;
+    };
+    let mut stream = match std::os::unix::net::UnixStream::connect(&socket) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {socket}: {e}");
+            return 1;
+        }
+    };
+    let mut line = String::new();
+    if writeln!(stream, "{command}").is_err() || BufReader::new(stream).read_line(&mut line).is_err() {
+        eprintln!("error: no answer from {socket}");
+        return 1;
+    }
+    print!("{line}");
+    0
+}
+
 fn main() {
+    let mut raw = std::env::args().skip(1);
+    if raw.next().as_deref() == Some("query") {
+        std::process::exit(query(raw));
+    }
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
