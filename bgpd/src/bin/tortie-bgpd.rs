@@ -118,7 +118,9 @@ fn query(mut argv: impl Iterator<Item = String>) -> i32 {
         }
     };
     let mut line = String::new();
-    if writeln!(stream, "{command}").is_err() || BufReader::new(stream).read_line(&mut line).is_err() {
+    if writeln!(stream, "{command}").is_err()
+        || BufReader::new(stream).read_line(&mut line).is_err()
+    {
         eprintln!("error: no answer from {socket}");
         return 1;
     }
