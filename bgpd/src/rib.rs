@@ -488,7 +488,7 @@ impl Rib {
                 }
             }
         }
-        self.decide(&mut changed, &mut out);
+        self.decide(&changed, &mut out);
         self.export(&changed, only_peer, &mut out);
         out
     }
@@ -628,7 +628,7 @@ impl Rib {
     }
 
     /// Re-runs the decision process for `changed` prefixes and reports ECMP next-hop changes.
-    fn decide(&mut self, changed: &mut Vec<IpNet>, out: &mut Vec<RibOutput>) {
+    fn decide(&mut self, changed: &[IpNet], out: &mut Vec<RibOutput>) {
         // No sort/dedup: a prefix listed twice is evaluated twice, and the second time nothing
         // has changed, so it is neither reported nor exported again.
         let mut report = Vec::new();
