@@ -690,6 +690,17 @@ impl PeerTask {
         // RFC 4271 §6.8, simplified to what the FSM can know: an Established (or OpenConfirm)
         // session keeps its connection; otherwise the inbound connection replaces ours.
         match self.session.state() {
+            State::Established if self.session.new_connection_supersedes() => {
+                // RFC 4724 §4.2: a graceful-restart peer connecting again while our session looks
+                // up has restarted. The old session is gone (its routes turn stale, not
+                // withdrawn) and the new connection takes over at once, without waiting for
+                // the hold timer.
+                self.stream = None;
+                if !self.handle(Event::TcpConnectionFails).await {
+                    return false;
+                }
+                self.restart_session().await;
+            }
             State::Established | State::OpenConfirm => {
                 let keep_ours = self.session.negotiated().is_none_or(|n| {
                     fsm::resolve_collision(self.session_local_id(), n.peer_id)
@@ -699,10 +710,8 @@ impl PeerTask {
                     drop(stream);
                     return true;
                 }
-                self.handle(Event::ManualStop {
-                    notification: Some(Notification::new(codes::CEASE, codes::CEASE_COLLISION)),
-                })
-                .await;
+                // RFC 4271 §6.8: the peer's connection wins; close ours with Cease/7.
+                self.handle(Event::OpenCollisionDump).await;
                 self.restart_session().await;
             }
             _ => {
