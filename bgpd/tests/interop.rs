@@ -468,3 +468,82 @@ fn gobgp_ebgp_routes_both_ways_and_shutdown() {
         (l.contains("Notification") || l.contains("notification")).then_some(())
     });
 }
+
+#[test]
+fn frr_ibgp_over_ipv6_transport() {
+    if !common::have(&["/usr/lib/frr/bgpd", "/usr/lib/frr/zebra"]) {
+        panic!("frr is not installed (apt-get install frr)");
+    }
+    let mut lab = Lab::new();
+    let (a, b) = (lab.ns("t"), lab.ns("f"));
+    lab.link(&a, &["fd00:198:5::1/64"], &b, &["fd00:198:5::2/64"]);
+    let conf = tortie_conf(
+        64512,
+        "198.18.5.1",
+        &["[::]:179"],
+        &["address = \"fd00:198:5::2\"\nasn = 64512\nfamilies = [\"ipv6\"]".into()],
+        &["fd00:10:5::/122"],
+        "",
+    );
+    let t = start_tortie(&mut lab, &a, "tortie", &conf, false);
+    let dir = lab.dir.path().to_str().unwrap().to_string();
+    let _ = std::process::Command::new("chown")
+        .args(["frr:frr", &dir])
+        .status();
+    lab.write("zebra.conf", "hostname frr\n");
+    lab.write(
+        "bgpd.conf",
+        "hostname frr\nrouter bgp 64512\n bgp router-id 198.18.5.2\n no bgp default ipv4-unicast\n no bgp network import-check\n \
+         neighbor fd00:198:5::1 remote-as 64512\n address-family ipv6 unicast\n  neighbor fd00:198:5::1 activate\n  network fd00:98::/64\n exit-address-family\n",
+    );
+    let f = format!("-z {dir}/zserv.api --vty_socket {dir} -u frr -g frr");
+    lab.spawn(
+        &b,
+        &[
+            "sh",
+            "-c",
+            &format!("exec /usr/lib/frr/zebra {f} -i {dir}/zebra.pid -f {dir}/zebra.conf"),
+        ],
+        "zebra.log",
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    lab.spawn(
+        &b,
+        &[
+            "sh",
+            "-c",
+            &format!("exec /usr/lib/frr/bgpd {f} -n -i {dir}/bgpd.pid -f {dir}/bgpd.conf"),
+        ],
+        "bgpd.log",
+    );
+    let vtysh = |cmd: &str| {
+        b.try_sh(&format!("vtysh --vty_socket {dir} -c '{cmd}'"))
+            .unwrap_or_default()
+    };
+    wait_for(T, "FRR iBGP session over IPv6 Established", || {
+        vtysh("show bgp neighbors fd00:198:5::1 json")
+            .contains("\"bgpState\":\"Established\"")
+            .then_some(())
+    });
+    // iBGP: no AS prepended, LOCAL_PREF present, our global address as next hop.
+    let r = wait_for(T, "fd00:10:5::/122 in FRR", || {
+        let r = vtysh("show bgp ipv6 unicast fd00:10:5::/122 json");
+        r.contains("fd00:10:5::/122").then_some(r)
+    });
+    assert!(r.contains("fd00:198:5::1"), "{r}");
+    assert!(
+        r.contains("\"locPrf\":100") || r.contains("\"localpref\":100"),
+        "{r}"
+    );
+    assert!(
+        r.contains("\"internal\"") || r.contains("iBGP") || r.contains("\"pathFrom\":\"internal\""),
+        "{r}"
+    );
+    assert_eq!(
+        wait_for(T, "fd00:98::/64 in tortie", || tortie_route(
+            &t,
+            "fd00:98::/64"
+        )),
+        vec!["fd00:198:5::2"]
+    );
+}
