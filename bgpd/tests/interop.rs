@@ -321,6 +321,27 @@ fn tortie_reflects_between_two_bird_clients() {
 
 // ===== FRR =====
 
+/// Starts FRR's zebra and bgpd (`-n`: no FIB) in `ns` with `bgpd_conf`; returns a `vtysh -c` runner.
+fn start_frr<'a>(lab: &mut Lab, ns: &'a Ns, bgpd_conf: &str) -> impl Fn(&str) -> String + 'a {
+    let dir = lab.dir.path().to_str().unwrap().to_string();
+    // FRR's daemons run as user frr and must reach their files.
+    let _ = std::process::Command::new("chown")
+        .args(["frr:frr", &dir])
+        .status();
+    lab.write("zebra.conf", "hostname frr\n");
+    lab.write("bgpd.conf", bgpd_conf);
+    let f = format!("-z {dir}/zserv.api --vty_socket {dir} -u frr -g frr");
+    let zebra = format!("exec /usr/lib/frr/zebra {f} -i {dir}/zebra.pid -f {dir}/zebra.conf");
+    lab.spawn(ns, &["sh", "-c", &zebra], "zebra.log");
+    std::thread::sleep(Duration::from_secs(1));
+    let bgpd = format!("exec /usr/lib/frr/bgpd {f} -n -i {dir}/bgpd.pid -f {dir}/bgpd.conf");
+    lab.spawn(ns, &["sh", "-c", &bgpd], "bgpd.log");
+    move |cmd: &str| {
+        ns.try_sh(&format!("vtysh --vty_socket {dir} -c '{cmd}'"))
+            .unwrap_or_default()
+    }
+}
+
 #[test]
 fn frr_ebgp_routes_both_ways_and_shutdown() {
     if !common::have(&["/usr/lib/frr/bgpd", "/usr/lib/frr/zebra"]) {
@@ -338,40 +359,12 @@ fn frr_ebgp_routes_both_ways_and_shutdown() {
         "",
     );
     let t = start_tortie(&mut lab, &a, "tortie", &conf, false);
-    let dir = lab.dir.path().to_str().unwrap().to_string();
-    let _ = std::process::Command::new("chown")
-        .args(["frr:frr", &dir])
-        .status();
-    lab.write("zebra.conf", "hostname frr\n");
-    lab.write(
-        "bgpd.conf",
+    let vtysh = start_frr(
+        &mut lab,
+        &b,
         "hostname frr\nrouter bgp 65002\n bgp router-id 198.18.3.2\n no bgp ebgp-requires-policy\n no bgp network import-check\n \
          neighbor 198.18.3.1 remote-as 64512\n address-family ipv4 unicast\n  network 10.98.0.0/24\n exit-address-family\n",
     );
-    let f = format!("-z {dir}/zserv.api --vty_socket {dir} -u frr -g frr");
-    lab.spawn(
-        &b,
-        &[
-            "sh",
-            "-c",
-            &format!("exec /usr/lib/frr/zebra {f} -i {dir}/zebra.pid -f {dir}/zebra.conf"),
-        ],
-        "zebra.log",
-    );
-    std::thread::sleep(Duration::from_secs(1));
-    lab.spawn(
-        &b,
-        &[
-            "sh",
-            "-c",
-            &format!("exec /usr/lib/frr/bgpd {f} -n -i {dir}/bgpd.pid -f {dir}/bgpd.conf"),
-        ],
-        "bgpd.log",
-    );
-    let vtysh = |cmd: &str| {
-        b.try_sh(&format!("vtysh --vty_socket {dir} -c '{cmd}'"))
-            .unwrap_or_default()
-    };
     wait_for(T, "FRR session Established", || {
         vtysh("show bgp neighbors 198.18.3.1 json")
             .contains("\"bgpState\":\"Established\"")
@@ -486,40 +479,12 @@ fn frr_ibgp_over_ipv6_transport() {
         "",
     );
     let t = start_tortie(&mut lab, &a, "tortie", &conf, false);
-    let dir = lab.dir.path().to_str().unwrap().to_string();
-    let _ = std::process::Command::new("chown")
-        .args(["frr:frr", &dir])
-        .status();
-    lab.write("zebra.conf", "hostname frr\n");
-    lab.write(
-        "bgpd.conf",
+    let vtysh = start_frr(
+        &mut lab,
+        &b,
         "hostname frr\nrouter bgp 64512\n bgp router-id 198.18.5.2\n no bgp default ipv4-unicast\n no bgp network import-check\n \
          neighbor fd00:198:5::1 remote-as 64512\n address-family ipv6 unicast\n  neighbor fd00:198:5::1 activate\n  network fd00:98::/64\n exit-address-family\n",
     );
-    let f = format!("-z {dir}/zserv.api --vty_socket {dir} -u frr -g frr");
-    lab.spawn(
-        &b,
-        &[
-            "sh",
-            "-c",
-            &format!("exec /usr/lib/frr/zebra {f} -i {dir}/zebra.pid -f {dir}/zebra.conf"),
-        ],
-        "zebra.log",
-    );
-    std::thread::sleep(Duration::from_secs(1));
-    lab.spawn(
-        &b,
-        &[
-            "sh",
-            "-c",
-            &format!("exec /usr/lib/frr/bgpd {f} -n -i {dir}/bgpd.pid -f {dir}/bgpd.conf"),
-        ],
-        "bgpd.log",
-    );
-    let vtysh = |cmd: &str| {
-        b.try_sh(&format!("vtysh --vty_socket {dir} -c '{cmd}'"))
-            .unwrap_or_default()
-    };
     wait_for(T, "FRR iBGP session over IPv6 Established", || {
         vtysh("show bgp neighbors fd00:198:5::1 json")
             .contains("\"bgpState\":\"Established\"")
