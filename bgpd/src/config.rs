@@ -17,6 +17,8 @@
 //! rr_client = false               # optional
 //! next_hop = "auto"               # auto | self | keep
 //! max_prefixes = 200000           # optional
+//! password = "s3cret"             # optional: TCP-MD5 (RFC 2385)
+//! ttl_security = 1                # optional: GTSM (RFC 5082), max hops to the peer
 //! families = ["ipv4", "ipv6"]     # optional
 //! local_address = "198.18.0.1"    # optional
 //! port = 179                      # optional
@@ -119,6 +121,10 @@ pub struct PeerSection {
     pub next_hop: Option<String>,
     /// Prefix limit.
     pub max_prefixes: Option<u32>,
+    /// TCP-MD5 key (RFC 2385), at most 80 bytes.
+    pub password: Option<String>,
+    /// GTSM (RFC 5082): the peer is at most this many hops away (1 for a direct neighbour).
+    pub ttl_security: Option<u8>,
     /// `ipv4`, `ipv6`.
     pub families: Option<Vec<String>>,
     /// Local address.
@@ -289,6 +295,23 @@ impl Config {
             }
         };
         spec.max_prefixes = p.max_prefixes;
+        if let Some(key) = &p.password {
+            if key.is_empty() || key.len() > tortie_sys::TCP_MD5_MAX_KEY_LEN {
+                return Err(ConfigError(format!(
+                    "{at}.password: must be 1 to {} bytes (the kernel's TCP-MD5 key limit)",
+                    tortie_sys::TCP_MD5_MAX_KEY_LEN
+                )));
+            }
+            spec.password = Some(key.clone());
+        }
+        if let Some(hops) = p.ttl_security {
+            if hops == 0 {
+                return Err(ConfigError(format!(
+                    "{at}.ttl_security: 0 hops is not a distance; use 1 for a direct neighbour"
+                )));
+            }
+            spec.ttl_security_hops = Some(hops);
+        }
         spec.local_address = p.local_address;
         if let Some(f) = &p.families {
             spec.families = f
@@ -432,6 +455,15 @@ communities = ["65000:1"]
         assert_eq!(a.peers.len(), 2);
         let spec = a.peer_spec(1).unwrap();
         assert!(!spec.import.default_accept && spec.rr_client);
+        let secured = Config::parse(&BASE.replace(
+            "asn = 65001",
+            "asn = 65001\npassword = \"s3cret\"\nttl_security = 2",
+        ))
+        .unwrap()
+        .peer_spec(0)
+        .unwrap();
+        assert_eq!(secured.password.as_deref(), Some("s3cret"));
+        assert_eq!(secured.ttl_security_hops, Some(2));
         let b = Config::parse(
             &BASE
                 .replace("asn = 65001", "asn = 65002")
@@ -464,6 +496,25 @@ communities = ["65000:1"]
                 "unknown field `colour`",
             ),
             (BASE.replace("198.18.0.3", "198.18.0.2"), "appears twice"),
+            (
+                BASE.replace("asn = 65001", "asn = 65001\npassword = \"\""),
+                "peer[0].password",
+            ),
+            (
+                BASE.replace(
+                    "asn = 65001",
+                    &format!("asn = 65001\npassword = \"{}\"", "k".repeat(81)),
+                ),
+                "peer[0].password: must be 1 to 80 bytes",
+            ),
+            (
+                BASE.replace("asn = 65001", "asn = 65001\nttl_security = 0"),
+                "peer[0].ttl_security",
+            ),
+            (
+                BASE.replace("asn = 65001", "asn = 65001\nttl_security = 256"),
+                "ttl_security",
+            ),
         ] {
             let e = Config::parse(&bad).unwrap_err().to_string();
             assert!(e.contains(want), "{e}");

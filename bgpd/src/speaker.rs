@@ -72,6 +72,12 @@ pub struct PeerSpec {
     pub export: Policy,
     /// Prefix limit.
     pub max_prefixes: Option<u32>,
+    /// TCP-MD5 key (RFC 2385): every segment of the session is signed with it, and unsigned or
+    /// wrongly signed segments are dropped by the kernel.
+    pub password: Option<String>,
+    /// GTSM (RFC 5082): send with TTL 255 and accept only segments that arrive with a TTL of at
+    /// least 256 − hops.
+    pub ttl_security_hops: Option<u8>,
     /// Families to offer.
     pub families: BTreeSet<Afi>,
 }
@@ -92,6 +98,8 @@ impl PeerSpec {
             import: Policy::accept_all(),
             export: Policy::accept_all(),
             max_prefixes: None,
+            password: None,
+            ttl_security_hops: None,
             families: BTreeSet::from([Afi::Ipv4, Afi::Ipv6]),
         }
     }
@@ -182,8 +190,10 @@ impl Speaker {
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (best_tx, _) = broadcast::channel(1024);
         let (inbound_tx, inbound_rx) = mpsc::channel(64);
+        let mut listeners = Vec::new();
         for addr in &cfg.listen {
-            let listener = listen(*addr)?;
+            let listener = Arc::new(listen(*addr)?);
+            listeners.push(listener.clone());
             let tx = inbound_tx.clone();
             tokio::spawn(async move {
                 loop {
@@ -198,7 +208,8 @@ impl Speaker {
                 }
             });
         }
-        let task = RibTask::new(cfg, best_tx.clone());
+        let mut task = RibTask::new(cfg, best_tx.clone());
+        task.listeners = listeners;
         tokio::spawn(task.run(cmd_rx, inbound_rx));
         Ok(Speaker {
             cmd: cmd_tx,
@@ -302,6 +313,8 @@ struct RibTask {
     best: broadcast::Sender<Arc<Vec<BestChange>>>,
     from_peers_tx: mpsc::Sender<FromPeer>,
     from_peers_rx: Option<mpsc::Receiver<FromPeer>>,
+    /// Our listening sockets: TCP-MD5 keys for passive opens are installed on them.
+    listeners: Vec<Arc<TcpListener>>,
 }
 
 impl RibTask {
@@ -316,6 +329,7 @@ impl RibTask {
             best,
             from_peers_tx: tx,
             from_peers_rx: Some(rx),
+            listeners: Vec::new(),
         }
     }
 
@@ -435,6 +449,10 @@ impl RibTask {
                     let _ = reply.send(Err(format!("peer {addr} already exists")));
                     return false;
                 }
+                if let Err(e) = self.set_listener_keys(addr, spec.password.as_deref()) {
+                    let _ = reply.send(Err(format!("peer {addr}: TCP-MD5 key: {e}")));
+                    return false;
+                }
                 let id = self.next_id;
                 self.next_id += 1;
                 let (tx, rx) = mpsc::channel(256);
@@ -461,6 +479,9 @@ impl RibTask {
                     return false;
                 };
                 if let Some(p) = self.peers.remove(&id) {
+                    if p.spec.password.is_some() {
+                        let _ = self.set_listener_keys(addr, None);
+                    }
                     let n = match message {
                         Some(m) => Notification::admin_shutdown(&m),
                         None => Notification::new(codes::CEASE, codes::CEASE_PEER_DECONFIGURED),
@@ -506,6 +527,44 @@ impl RibTask {
     }
 }
 
+impl RibTask {
+    /// Installs (or removes) a peer's TCP-MD5 key on the listening sockets of its family, so
+    /// that its connections are accepted only when signed with that key (RFC 2385).
+    fn set_listener_keys(&self, peer: IpAddr, key: Option<&str>) -> std::io::Result<()> {
+        use std::os::fd::AsFd;
+        for l in &self.listeners {
+            let is_v6 = l.local_addr()?.is_ipv6();
+            if is_v6 != peer.is_ipv6() {
+                continue; // IPv6 listeners are IPv6-only
+            }
+            match key {
+                Some(k) => tortie_sys::set_tcp_md5_key(l.as_fd(), is_v6, peer, Some(k.as_bytes()))?,
+                // Removing a key that was never installed fails with ENOENT: nothing to undo.
+                None => {
+                    let _ = tortie_sys::set_tcp_md5_key(l.as_fd(), is_v6, peer, None);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// GTSM (RFC 5082 §3): send with TTL (hop limit) 255 and drop what arrives with less than
+/// 256 − hops, so that a spoofer further away than the peer cannot reach the session.
+fn apply_ttl_security(
+    socket: std::os::fd::BorrowedFd<'_>,
+    ipv6: bool,
+    hops: u8,
+) -> std::io::Result<()> {
+    let sock = socket2::SockRef::from(&socket);
+    if ipv6 {
+        sock.set_unicast_hops_v6(255)?;
+    } else {
+        sock.set_ttl_v4(255)?;
+    }
+    tortie_sys::set_min_ttl(socket, ipv6, 255 - (hops - 1))
+}
+
 /// A listening socket; IPv6 ones are IPv6-only, so that `0.0.0.0:179` and `[::]:179` can be
 /// listened on side by side.
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -517,6 +576,8 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     }
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
+    // Keep each SYN's headers: an inbound GTSM peer is checked against its SYN's TTL.
+    tortie_sys::save_syn(std::os::fd::AsFd::as_fd(&sock))?;
     sock.listen(128)?;
     TcpListener::from_std(sock.into())
 }
@@ -679,6 +740,15 @@ impl PeerTask {
 
     fn attach(&mut self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
+        if let Some(hops) = self.spec.ttl_security_hops {
+            // Inbound connections get GTSM here, before we read their first byte; the check
+            // then drops every later segment that comes from too far away.
+            use std::os::fd::AsFd;
+            let ipv6 = stream.local_addr().is_ok_and(|a| a.is_ipv6());
+            if let Err(e) = apply_ttl_security(stream.as_fd(), ipv6, hops) {
+                tracing::warn!(peer = %self.spec.address, error = %e, "cannot set up TTL security");
+            }
+        }
         self.local_address = stream.local_addr().ok().map(|a| canonical(a.ip()));
         self.stream = Some(stream);
         self.decoder = wire::FrameDecoder::new();
@@ -687,6 +757,19 @@ impl PeerTask {
     }
 
     async fn inbound(&mut self, stream: TcpStream) -> bool {
+        if let Some(hops) = self.spec.ttl_security_hops {
+            // RFC 5082 §3 for the handshake: the minimum TTL set in attach() only guards what
+            // arrives after it, so the SYN (saved by the listener) is checked here.
+            use std::os::fd::AsFd;
+            let min = 255 - (hops - 1);
+            match tortie_sys::saved_syn_ttl(stream.as_fd()) {
+                Ok(Some(ttl)) if ttl >= min => {}
+                other => {
+                    tracing::info!(peer = %self.spec.address, syn_ttl = ?other.ok().flatten(), min, "connection refused by TTL security");
+                    return true;
+                }
+            }
+        }
         // RFC 4271 §6.8, simplified to what the FSM can know: an Established (or OpenConfirm)
         // session keeps its connection; otherwise the inbound connection replaces ours.
         match self.session.state() {
@@ -814,12 +897,27 @@ impl PeerTask {
                 Output::Connect => {
                     let addr = SocketAddr::new(self.spec.address, self.spec.port);
                     let local = self.spec.local_address;
+                    let password = self.spec.password.clone();
+                    let ttl_hops = self.spec.ttl_security_hops;
                     self.connecting = Some(tokio::spawn(async move {
+                        use std::os::fd::AsFd;
                         let sock = if addr.is_ipv4() {
                             tokio::net::TcpSocket::new_v4()?
                         } else {
                             tokio::net::TcpSocket::new_v6()?
                         };
+                        // Both must be in place before the SYN leaves.
+                        if let Some(key) = &password {
+                            tortie_sys::set_tcp_md5_key(
+                                sock.as_fd(),
+                                addr.is_ipv6(),
+                                addr.ip(),
+                                Some(key.as_bytes()),
+                            )?;
+                        }
+                        if let Some(hops) = ttl_hops {
+                            apply_ttl_security(sock.as_fd(), addr.is_ipv6(), hops)?;
+                        }
                         if let Some(l) = local {
                             sock.bind(SocketAddr::new(l, 0))?;
                         }

@@ -512,3 +512,152 @@ fn frr_ibgp_over_ipv6_transport() {
         vec!["fd00:198:5::2"]
     );
 }
+
+// ===== Security: TCP-MD5 (RFC 2385) and GTSM (RFC 5082) against BIRD =====
+
+#[test]
+fn md5_and_ttl_security_against_bird() {
+    let mut lab = Lab::new();
+    let t = lab.ns("t");
+    let good = lab.ns("g"); // right MD5 key, GTSM, direct neighbour
+    let wrong = lab.ns("w"); // wrong MD5 key
+    let router = lab.ns("r"); // one IP hop between tortie and the two below
+    let (near, far) = (lab.ns("h2"), lab.ns("h1"));
+    lab.link(&t, &["198.18.3.1/24"], &good, &["198.18.3.2/24"]);
+    lab.link(&t, &["198.18.4.1/24"], &wrong, &["198.18.4.2/24"]);
+    lab.link(&t, &["198.18.5.1/24"], &router, &["198.18.5.2/24"]);
+    lab.link(&router, &["198.18.6.1/24"], &near, &["198.18.6.2/24"]);
+    lab.link(&router, &["198.18.7.1/24"], &far, &["198.18.7.2/24"]);
+    router.sh("sysctl -qw net.ipv4.ip_forward=1");
+    t.sh("ip route add 198.18.6.0/23 via 198.18.5.2");
+    near.sh("ip route add default via 198.18.6.1");
+    far.sh("ip route add default via 198.18.7.1");
+
+    let conf = tortie_conf(
+        64512,
+        "198.18.3.1",
+        &["0.0.0.0:179"],
+        &[
+            "address = \"198.18.3.2\"\nasn = 65003\nfamilies = [\"ipv4\"]\npassword = \"tortie-md5\"\nttl_security = 1".into(),
+            "address = \"198.18.4.2\"\nasn = 65004\nfamilies = [\"ipv4\"]\npassword = \"tortie-md5\"".into(),
+            // Two hops away and allowed two: the session comes up.
+            "address = \"198.18.6.2\"\nasn = 65006\nfamilies = [\"ipv4\"]\nttl_security = 2".into(),
+            // Two hops away but allowed only one: its segments arrive with TTL 254 and are dropped.
+            "address = \"198.18.7.2\"\nasn = 65007\nfamilies = [\"ipv4\"]\nttl_security = 1".into(),
+        ],
+        &["10.244.3.0/26"],
+        "",
+    );
+    let tortie = start_tortie(&mut lab, &t, "tortie", &conf, false);
+    let peer = |local: &str, asn: u32, extra: &str| {
+        bird_conf(
+            local,
+            &format!(
+                "protocol bgp t {{ local {local} as {asn}; neighbor 198.18.{}.1 as 64512; {extra} \
+                   ipv4 {{ import all; export where source = RTS_STATIC; }}; }}",
+                if local.starts_with("198.18.6") || local.starts_with("198.18.7") {
+                    "5"
+                } else {
+                    &local[7..8]
+                }
+            ),
+        )
+    };
+    let (_, ctl_good) = start_bird(
+        &mut lab,
+        &good,
+        "good",
+        &peer(
+            "198.18.3.2",
+            65003,
+            "password \"tortie-md5\"; ttl security on;",
+        ),
+    );
+    let (_, ctl_wrong) = start_bird(
+        &mut lab,
+        &wrong,
+        "wrong",
+        &peer("198.18.4.2", 65004, "password \"not-the-key\";"),
+    );
+    let (_, ctl_near) = start_bird(
+        &mut lab,
+        &near,
+        "near",
+        &peer("198.18.6.2", 65006, "multihop 2; ttl security on;"),
+    );
+    let (_, ctl_far) = start_bird(
+        &mut lab,
+        &far,
+        "far",
+        &peer("198.18.7.2", 65007, "multihop 2; ttl security on;"),
+    );
+
+    let established = |ns: &Ns, ctl: &std::path::Path| {
+        birdc(ns, ctl, "show protocols t")
+            .lines()
+            .any(|l| l.starts_with("t ") && l.contains("Established"))
+    };
+    wait_for(
+        T,
+        "the right MD5 key and GTSM neighbour Established",
+        || {
+            (established(&good, &ctl_good)
+                && tortie_state(&tortie, "198.18.3.2").as_deref() == Some("Established"))
+            .then_some(())
+        },
+    );
+    wait_for(
+        T,
+        "the two-hop neighbour allowed two hops Established",
+        || {
+            (established(&near, &ctl_near)
+                && tortie_state(&tortie, "198.18.6.2").as_deref() == Some("Established"))
+            .then_some(())
+        },
+    );
+    // Routes really flow over the signed session.
+    wait_for(T, "BIRD learns 10.244.3.0/26 over MD5", || {
+        birdc(&good, &ctl_good, "show route 10.244.3.0/26")
+            .contains("10.244.3.0/26")
+            .then_some(())
+    });
+    // Several connect-retry rounds (5 s on our side, BIRD's own on its side) for the others.
+    std::thread::sleep(Duration::from_secs(12));
+    assert!(
+        !established(&wrong, &ctl_wrong),
+        "a wrong MD5 key must not establish"
+    );
+    assert_ne!(
+        tortie_state(&tortie, "198.18.4.2").as_deref(),
+        Some("Established")
+    );
+    assert!(
+        !established(&far, &ctl_far),
+        "a neighbour further than ttl_security allows must not establish"
+    );
+    assert_ne!(
+        tortie_state(&tortie, "198.18.7.2").as_deref(),
+        Some("Established")
+    );
+    // The kernel, not the BGP layer, refused both: it counts MD5 failures and minimum-TTL drops
+    // (or, for a far peer's inbound connection, tortie refused its SYN's TTL).
+    let counter = |name: &str| -> u64 {
+        t.sh(&format!("nstat -asz {name}"))
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        counter("TcpExtTCPMD5Failure") > 0,
+        "no MD5 failures counted"
+    );
+    assert!(
+        counter("TcpExtTCPMinTTLDrop") > 0
+            || lab
+                .log("tortie.log")
+                .contains("connection refused by TTL security"),
+        "nothing was dropped for its TTL"
+    );
+}
