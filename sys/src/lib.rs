@@ -11,7 +11,11 @@
 //! - [`save_syn`] / [`saved_syn_ttl`]: the TTL the connection's SYN arrived with. A minimum TTL
 //!   can only be set on an accepted socket after the handshake, when the peer's first data may
 //!   already be queued; checking the SYN closes that gap for inbound GTSM sessions.
+//! - [`netns`]: running code inside another network namespace (a scoped thread that `setns`es
+//!   and never comes back, so no other code ever runs in the wrong namespace).
 #![allow(unsafe_code)]
+
+pub mod netns;
 
 use std::io;
 use std::mem::size_of;
