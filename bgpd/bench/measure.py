@@ -1,6 +1,7 @@
 """Times one receiver: waits for the session, then polls the receiver's route count until it
 reaches the target; reads the receiver-side pcap for the first UPDATE's arrival, and samples the
-receiver's peak RSS (VmHWM). Prints one JSON line."""
+receiver's peak RSS (VmHWM) and the CPU time all its threads used meanwhile (schedstat, ns; it
+includes answering the polls). Prints one JSON line."""
 import json
 import os
 import signal
@@ -11,7 +12,16 @@ import sys
 import time
 
 target, established_cmd, count_cmd, pcap, tcpdump_pid, pid, sender_ip = sys.argv[1:8]
-target, tcpdump_pid, pid = int(target), int(tcpdump_pid), int(pid)
+target, tcpdump_pid = int(target), int(tcpdump_pid)
+if pid.startswith("@"):  # started before the receiver: wait for its PID file
+    path, waited = pid[1:], time.time()
+    while not (os.path.exists(path) and open(path).read().strip()):
+        if time.time() - waited > 30:
+            print(json.dumps({"error": "receiver never started"}))
+            sys.exit(1)
+        time.sleep(0.002)
+    pid = open(path).read().strip()
+pid = int(pid)
 
 
 def sh(cmd: str) -> str:
@@ -28,6 +38,20 @@ def hwm_kb(p: int) -> int:
     return 0
 
 
+def cpu_ns(p: int) -> int:
+    total = 0
+    try:
+        for t in os.listdir(f"/proc/{p}/task"):
+            try:
+                total += int(open(f"/proc/{p}/task/{t}/schedstat").read().split()[0])
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return total
+
+
+cpu0 = cpu_ns(pid)
 start = time.time()
 established = None
 count = 0
@@ -50,6 +74,7 @@ else:
     sys.exit(1)
 done = time.time()
 peak = hwm_kb(pid)
+cpu = cpu_ns(pid) - cpu0
 time.sleep(0.5)
 os.kill(tcpdump_pid, signal.SIGTERM)
 time.sleep(1)
@@ -77,4 +102,5 @@ print(json.dumps({
     "established_to_all_s": round(done - established, 3),
     "update_bytes": update_bytes,
     "peak_rss_kb": peak,
+    "cpu_s": round(cpu / 1e9, 3),
 }))

@@ -4,6 +4,11 @@
 //! - **Loc-RIB**: per prefix, every candidate path and the best one(s), chosen by the RFC 4271
 //!   §9.1.2.2 decision process extended with RFC 4456 §9; paths equal up to the eBGP/iBGP step
 //!   form the ECMP set reported to the embedding agent.
+//!
+//!   Both live in one table keyed once per prefix: an entry holds the candidate paths of every
+//!   peer (and ours) in decision order, so a peer's Adj-RIB-In is its paths there (with
+//!   per-peer counters), and the reported next hops are recomputed from the paths rather than
+//!   stored. A received route costs one table lookup; an entry is 56 bytes.
 //! - **Adj-RIB-Out** per peer: what we last advertised, so that only changes are sent. iBGP split
 //!   horizon and route reflection (RFC 4456 §6: client → everyone, non-client → clients only, with
 //!   ORIGINATOR_ID and CLUSTER_LIST) decide who gets what.
@@ -197,10 +202,11 @@ struct PeerState {
     families: BTreeSet<Afi>,
     established: bool,
     ibgp: bool,
-    adj_in: HashMap<(IpNet, Option<u32>), Arc<PathAttrs>>,
+    /// Paths of this peer in the table (its Adj-RIB-In: what import policy accepted).
+    accepted: usize,
+    /// Of those, the ones still stale after a graceful restart.
+    stale: usize,
     adj_out: HashMap<IpNet, Arc<PathAttrs>>,
-    /// Prefixes still stale after a graceful restart, per family.
-    stale: HashSet<(IpNet, Option<u32>)>,
 }
 
 /// Counters of one peer, for status.
@@ -214,6 +220,159 @@ pub struct PeerCounters {
     pub stale: usize,
 }
 
+/// The candidate paths of one prefix: one inline (the common case: a block announced by one
+/// node), more on the heap. 32 bytes, like one `Path`.
+#[derive(Debug)]
+enum Paths {
+    One(Path),
+    Many(Vec<Path>),
+}
+
+impl Paths {
+    fn as_slice(&self) -> &[Path] {
+        match self {
+            Paths::One(p) => std::slice::from_ref(p),
+            Paths::Many(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Path] {
+        match self {
+            Paths::One(p) => std::slice::from_mut(p),
+            Paths::Many(v) => v,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Paths::Many(v) if v.is_empty())
+    }
+
+    fn push(&mut self, path: Path) {
+        match self {
+            Paths::Many(v) if v.is_empty() => *self = Paths::One(path),
+            Paths::Many(v) => v.push(path),
+            Paths::One(_) => {
+                let Paths::One(first) = std::mem::replace(self, Paths::Many(Vec::new())) else {
+                    unreachable!()
+                };
+                *self = Paths::Many(vec![first, path]);
+            }
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Path) -> bool) {
+        match self {
+            Paths::One(p) => {
+                if !keep(p) {
+                    *self = Paths::Many(Vec::new());
+                }
+            }
+            Paths::Many(v) => {
+                v.retain(|p| keep(p));
+                if v.len() == 1 {
+                    let p = v.pop().expect("one");
+                    *self = Paths::One(p);
+                } else if v.is_empty() {
+                    *self = Paths::Many(Vec::new()); // frees the buffer
+                }
+            }
+        }
+    }
+}
+
+/// One prefix of the table: its candidate paths (the Adj-RIB-In of every peer and our own
+/// routes, in one place) in decision order, best first.
+struct Entry {
+    paths: Paths,
+    prefix: IpNet,
+    /// Already listed in the current step's changes (with its state before the step).
+    dirty: bool,
+}
+
+/// The table, keyed once per prefix: entries stored densely (56 bytes each; the vector grows
+/// in place, without a second copy, and nothing is rehashed with it), plus an index of 4-byte
+/// positions hashed by prefix. Emptied entries are removed at the end of a step.
+struct Table {
+    index: hashbrown::HashTable<u32>,
+    entries: Vec<Entry>,
+    hasher: ahash::RandomState,
+}
+
+impl Table {
+    fn new() -> Self {
+        Table {
+            index: hashbrown::HashTable::new(),
+            entries: Vec::new(),
+            hasher: ahash::RandomState::new(),
+        }
+    }
+
+    fn find(&self, prefix: &IpNet) -> Option<u32> {
+        let h = self.hasher.hash_one(prefix);
+        self.index
+            .find(h, |&i| self.entries[i as usize].prefix == *prefix)
+            .copied()
+    }
+
+    /// The position of `prefix`, created (with no paths) if absent; true when created.
+    fn find_or_insert(&mut self, prefix: IpNet) -> (u32, bool) {
+        let h = self.hasher.hash_one(prefix);
+        let (entries, hasher) = (&mut self.entries, &self.hasher);
+        match self.index.entry(
+            h,
+            |&i| entries[i as usize].prefix == prefix,
+            |&i| hasher.hash_one(entries[i as usize].prefix),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(o) => (*o.get(), false),
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                let i = u32::try_from(entries.len()).expect("fewer than 2^32 prefixes");
+                entries.push(Entry {
+                    paths: Paths::Many(Vec::new()),
+                    prefix,
+                    dirty: false,
+                });
+                v.insert(i);
+                (i, true)
+            }
+        }
+    }
+
+    /// Removes the entry at `i`; the last entry takes its position.
+    fn remove(&mut self, i: u32) {
+        let h = self.hasher.hash_one(self.entries[i as usize].prefix);
+        if let Ok(e) = self.index.find_entry(h, |&j| j == i) {
+            e.remove();
+        }
+        let last = (self.entries.len() - 1) as u32;
+        if i != last {
+            let h = self.hasher.hash_one(self.entries[last as usize].prefix);
+            if let Some(j) = self.index.find_mut(h, |&j| j == last) {
+                *j = i;
+            }
+        }
+        self.entries.swap_remove(i as usize);
+    }
+
+    /// Gives memory back after large withdrawals.
+    fn maybe_shrink(&mut self) {
+        let (len, cap) = (self.entries.len(), self.entries.capacity());
+        if cap > 1024 && len < cap / 4 {
+            self.entries.shrink_to(len * 2);
+            let (entries, hasher) = (&self.entries, &self.hasher);
+            self.index
+                .shrink_to(len * 2, |&i| hasher.hash_one(entries[i as usize].prefix));
+        }
+    }
+}
+
+/// A prefix touched in the current step, with the ECMP next hops it had before (`None`: it did
+/// not exist). Between steps every entry has paths and its last reported next hops are exactly
+/// those computed from its paths, so nothing else needs to be stored per prefix.
+struct Changed {
+    idx: u32,
+    old: Option<SmallVec<[IpAddr; 2]>>,
+}
+
 /// The RIBs of one speaker.
 pub struct Rib {
     local_as: u32,
@@ -221,13 +380,14 @@ pub struct Rib {
     /// Set when we are a route reflector (RFC 4456 §7).
     cluster_id: Option<Ipv4Addr>,
     peers: HashMap<PeerId, PeerState>,
-    /// One path inline (the common case: a block announced by one node), more on the heap.
-    loc: HashMap<IpNet, SmallVec<[Path; 1]>>,
-    /// Last reported ECMP next hops per prefix (to report only changes), interned.
-    best_hops: HashMap<IpNet, NextHops>,
+    /// Adj-RIB-In of every peer and Loc-RIB, one entry per prefix.
+    table: Table,
+    /// Interned ECMP next-hop sets for reports (a cache: reports share them).
     hop_sets: HashSet<NextHops>,
     interner: HashSet<Arc<PathAttrs>>,
     interner_clean_at: usize,
+    /// Build `BestChanged` outputs (off when nobody consumes them).
+    report_best: bool,
 }
 
 /// Compares two paths by the decision process; `Less` means `a` is better.
@@ -306,6 +466,56 @@ fn peer_of<'a>(peers: &'a HashMap<PeerId, PeerState>, p: &Path) -> Option<&'a Pe
     }
 }
 
+/// The ECMP next hops of `paths` (in decision order, best first): those of the paths equal to
+/// the best up to the eBGP/iBGP step; empty when the best is ours.
+fn ecmp_hops(peers: &HashMap<PeerId, PeerState>, paths: &[Path], out: &mut SmallVec<[IpAddr; 2]>) {
+    out.clear();
+    let Some(best) = paths.first() else {
+        return;
+    };
+    if best.source == Source::Local {
+        return;
+    }
+    out.extend(
+        paths
+            .iter()
+            .take_while(|p| {
+                p.source != Source::Local
+                    && p.stale == best.stale
+                    && (paths.len() == 1 || ecmp_key_cmp(peers, p, best).is_eq())
+            })
+            .filter_map(|p| p.attrs.next_hop),
+    );
+    if out.len() > 1 {
+        out.sort_unstable();
+        out.dedup();
+    }
+}
+
+/// Lists entry `i` in the step's changes, with its next hops before the step, unless already
+/// listed. Call before changing its paths.
+fn touch(
+    entries: &mut [Entry],
+    peers: &HashMap<PeerId, PeerState>,
+    changed: &mut Vec<Changed>,
+    i: u32,
+    report: bool,
+) {
+    let e = &mut entries[i as usize];
+    if e.dirty {
+        return;
+    }
+    e.dirty = true;
+    let mut old = SmallVec::new();
+    if report {
+        ecmp_hops(peers, e.paths.as_slice(), &mut old);
+    }
+    changed.push(Changed {
+        idx: i,
+        old: Some(old),
+    });
+}
+
 impl Rib {
     /// An empty RIB. `cluster_id` makes this speaker a route reflector.
     pub fn new(local_as: u32, router_id: Ipv4Addr, cluster_id: Option<Ipv4Addr>) -> Self {
@@ -314,12 +524,18 @@ impl Rib {
             router_id,
             cluster_id,
             peers: HashMap::default(),
-            loc: HashMap::default(),
-            best_hops: HashMap::default(),
+            table: Table::new(),
             hop_sets: HashSet::default(),
             interner: HashSet::default(),
             interner_clean_at: 1024,
+            report_best: true,
         }
+    }
+
+    /// Whether to produce [`RibOutput::BestChanged`] (default: yes). An embedding with nobody
+    /// listening turns it off to save the work; changes made meanwhile are not reported later.
+    pub fn set_report_best(&mut self, on: bool) {
+        self.report_best = on;
     }
 
     fn intern(&mut self, attrs: PathAttrs) -> Arc<PathAttrs> {
@@ -343,17 +559,19 @@ impl Rib {
 
     /// Number of prefixes in the Loc-RIB.
     pub fn len(&self) -> usize {
-        self.loc.len()
+        self.table.entries.len()
     }
 
     /// True when the Loc-RIB is empty.
     pub fn is_empty(&self) -> bool {
-        self.loc.is_empty()
+        self.table.entries.is_empty()
     }
 
     /// The candidate paths of a prefix, best first.
     pub fn paths(&self, prefix: &IpNet) -> &[Path] {
-        self.loc.get(prefix).map_or(&[], |p| p.as_slice())
+        self.table
+            .find(prefix)
+            .map_or(&[], |i| self.table.entries[i as usize].paths.as_slice())
     }
 
     /// Counters of a peer.
@@ -361,17 +579,27 @@ impl Rib {
         self.peers
             .get(&peer)
             .map_or_else(PeerCounters::default, |p| PeerCounters {
-                accepted: p.adj_in.len(),
+                accepted: p.accepted,
                 advertised: p.adj_out.len(),
-                stale: p.stale.len(),
+                stale: p.stale,
             })
+    }
+
+    /// Positions of all prefixes (of one family), in prefix order.
+    fn sorted_positions(&self, afi: Option<Afi>) -> Vec<u32> {
+        let entries = &self.table.entries;
+        let mut v: Vec<u32> = (0..entries.len() as u32)
+            .filter(|&i| afi.is_none_or(|a| Afi::of(&entries[i as usize].prefix) == a))
+            .collect();
+        v.sort_unstable_by_key(|&i| entries[i as usize].prefix);
+        v
     }
 
     /// Applies one input.
     pub fn step(&mut self, input: RibInput) -> Vec<RibOutput> {
         let mut out = Vec::new();
-        let mut changed: Vec<IpNet> = Vec::new();
-        let mut only_peer: Option<PeerId> = None;
+        let mut changed: Vec<Changed> = Vec::new();
+        let report = self.report_best;
         match input {
             RibInput::PeerUp {
                 peer,
@@ -388,9 +616,9 @@ impl Rib {
                     families: families.clone(),
                     established: false,
                     ibgp,
-                    adj_in: HashMap::default(),
+                    accepted: 0,
+                    stale: 0,
                     adj_out: HashMap::default(),
-                    stale: HashSet::default(),
                 });
                 st.config = config;
                 st.bgp_id = bgp_id;
@@ -400,10 +628,8 @@ impl Rib {
                 st.established = true;
                 st.adj_out.clear();
                 // Initial table dump, then End-of-RIB per family (RFC 4724 §2).
-                changed = self.loc.keys().copied().collect();
-                changed.sort_unstable();
-                only_peer = Some(peer);
-                self.export(&changed, only_peer, &mut out);
+                let all = self.sorted_positions(None);
+                self.export(&all, Some(peer), &mut out);
                 for afi in families {
                     out.push(RibOutput::Send {
                         peer,
@@ -422,53 +648,65 @@ impl Rib {
                 st.established = false;
                 st.adj_out.clear();
                 match stale_for {
-                    Some(after) if !st.adj_in.is_empty() => {
-                        st.stale = st.adj_in.keys().copied().collect();
-                        let keys: Vec<_> = st.stale.iter().copied().collect();
-                        for (prefix, pid) in keys {
-                            if let Some(paths) = self.loc.get_mut(&prefix) {
-                                for p in paths
-                                    .iter_mut()
-                                    .filter(|p| p.source == Source::Peer(peer) && p.path_id == pid)
-                                {
+                    Some(after) if st.accepted > 0 => {
+                        st.stale = st.accepted;
+                        let (entries, peers) = (&mut self.table.entries, &self.peers);
+                        for i in 0..entries.len() as u32 {
+                            if !entries[i as usize]
+                                .paths
+                                .as_slice()
+                                .iter()
+                                .any(|p| p.source == Source::Peer(peer))
+                            {
+                                continue;
+                            }
+                            touch(entries, peers, &mut changed, i, report);
+                            for p in entries[i as usize].paths.as_mut_slice() {
+                                if p.source == Source::Peer(peer) {
                                     p.stale = true;
                                 }
-                                changed.push(prefix);
                             }
                         }
                         out.push(RibOutput::StartStaleTimer { peer, after });
                     }
-                    _ => changed = self.drop_peer_routes(peer, |_| true),
+                    _ => self.drop_peer_routes(peer, |_, _| false, &mut changed),
                 }
             }
             RibInput::PeerRemoved { peer } => {
-                changed = self.drop_peer_routes(peer, |_| true);
+                self.drop_peer_routes(peer, |_, _| false, &mut changed);
                 self.peers.remove(&peer);
             }
             RibInput::StaleTimerExpired { peer } => {
-                changed = self.drop_stale(peer, None);
+                self.drop_stale(peer, None, &mut changed);
             }
             RibInput::RouteRefresh { peer, afi } => {
                 if let Some(st) = self.peers.get_mut(&peer) {
                     st.adj_out.retain(|p, _| Afi::of(p) != afi);
                 }
-                let mut prefixes: Vec<IpNet> = self
-                    .loc
-                    .keys()
-                    .filter(|p| Afi::of(p) == afi)
-                    .copied()
-                    .collect();
-                prefixes.sort_unstable();
+                let prefixes = self.sorted_positions(Some(afi));
                 self.export(&prefixes, Some(peer), &mut out);
                 return out;
             }
             RibInput::Update { peer, update } => {
-                changed = self.import(peer, update, &mut out);
+                self.import(peer, update, &mut out, &mut changed);
             }
             RibInput::Originate { routes } => {
                 for (prefix, attrs) in routes {
                     let attrs = self.intern(attrs);
-                    let paths = self.loc.entry(prefix.trunc()).or_default();
+                    let (i, new) = self.table.find_or_insert(prefix.trunc());
+                    if new {
+                        self.table.entries[i as usize].dirty = true;
+                        changed.push(Changed { idx: i, old: None });
+                    } else {
+                        touch(
+                            &mut self.table.entries,
+                            &self.peers,
+                            &mut changed,
+                            i,
+                            report,
+                        );
+                    }
+                    let paths = &mut self.table.entries[i as usize].paths;
                     paths.retain(|p| p.source != Source::Local);
                     paths.push(Path {
                         source: Source::Local,
@@ -476,73 +714,101 @@ impl Rib {
                         attrs,
                         stale: false,
                     });
-                    changed.push(prefix.trunc());
                 }
             }
             RibInput::WithdrawLocal { prefixes } => {
                 for prefix in prefixes {
-                    if let Some(paths) = self.loc.get_mut(&prefix.trunc()) {
-                        paths.retain(|p| p.source != Source::Local);
-                        changed.push(prefix.trunc());
+                    if let Some(i) = self.table.find(&prefix.trunc()) {
+                        touch(
+                            &mut self.table.entries,
+                            &self.peers,
+                            &mut changed,
+                            i,
+                            report,
+                        );
+                        self.table.entries[i as usize]
+                            .paths
+                            .retain(|p| p.source != Source::Local);
                     }
                 }
             }
         }
-        self.decide(&changed, &mut out);
-        self.export(&changed, only_peer, &mut out);
+        let positions = self.decide(changed, &mut out);
+        self.export(&positions, None, &mut out);
+        self.remove_emptied(positions);
         out
     }
 
+    /// Removes the paths of `peer` except those `keep(prefix, path)` keeps.
     fn drop_peer_routes(
         &mut self,
         peer: PeerId,
-        keep_if: impl Fn(&(IpNet, Option<u32>)) -> bool,
-    ) -> Vec<IpNet> {
+        keep: impl Fn(&IpNet, &Path) -> bool,
+        changed: &mut Vec<Changed>,
+    ) {
         let Some(st) = self.peers.get_mut(&peer) else {
-            return Vec::new();
+            return;
         };
-        let gone: Vec<(IpNet, Option<u32>)> =
-            st.adj_in.keys().filter(|k| keep_if(k)).copied().collect();
-        for k in &gone {
-            st.adj_in.remove(k);
-            st.stale.remove(k);
+        if st.accepted == 0 {
+            return;
         }
-        let mut changed = Vec::with_capacity(gone.len());
-        for (prefix, pid) in gone {
-            if let Some(paths) = self.loc.get_mut(&prefix) {
-                paths.retain(|p| !(p.source == Source::Peer(peer) && p.path_id == pid));
-                changed.push(prefix);
+        let report = self.report_best;
+        let (mut gone, mut gone_stale) = (0, 0);
+        let (entries, peers) = (&mut self.table.entries, &self.peers);
+        for i in 0..entries.len() as u32 {
+            let e = &entries[i as usize];
+            let drop = |p: &Path| p.source == Source::Peer(peer) && !keep(&e.prefix, p);
+            if !e.paths.as_slice().iter().any(drop) {
+                continue;
             }
+            touch(entries, peers, changed, i, report);
+            let e = &mut entries[i as usize];
+            let prefix = e.prefix;
+            e.paths.retain(|p| {
+                if p.source == Source::Peer(peer) && !keep(&prefix, p) {
+                    gone += 1;
+                    gone_stale += usize::from(p.stale);
+                    false
+                } else {
+                    true
+                }
+            });
         }
-        changed
+        let st = self.peers.get_mut(&peer).expect("checked above");
+        st.accepted -= gone;
+        st.stale -= gone_stale;
     }
 
     /// Drops the stale routes of `peer` (of one family, or all).
-    fn drop_stale(&mut self, peer: PeerId, afi: Option<Afi>) -> Vec<IpNet> {
-        let Some(st) = self.peers.get(&peer) else {
-            return Vec::new();
-        };
-        let stale: HashSet<(IpNet, Option<u32>)> = st
-            .stale
-            .iter()
-            .filter(|(p, _)| afi.is_none_or(|a| Afi::of(p) == a))
-            .copied()
-            .collect();
-        self.drop_peer_routes(peer, |k| stale.contains(k))
+    fn drop_stale(&mut self, peer: PeerId, afi: Option<Afi>, changed: &mut Vec<Changed>) {
+        if self.peers.get(&peer).is_none_or(|st| st.stale == 0) {
+            return;
+        }
+        self.drop_peer_routes(
+            peer,
+            |prefix, p| !p.stale || afi.is_some_and(|a| Afi::of(prefix) != a),
+            changed,
+        );
     }
 
-    fn import(&mut self, peer: PeerId, update: Update, out: &mut Vec<RibOutput>) -> Vec<IpNet> {
-        let mut changed = Vec::new();
+    fn import(
+        &mut self,
+        peer: PeerId,
+        update: Update,
+        out: &mut Vec<RibOutput>,
+        changed: &mut Vec<Changed>,
+    ) {
         if let Some(afi) = update.end_of_rib {
             // RFC 4724 §4.2: End-of-RIB ends the stale phase for the family.
-            return self.drop_stale(peer, Some(afi));
+            return self.drop_stale(peer, Some(afi), changed);
         }
         let Some(st) = self.peers.get(&peer) else {
-            return changed;
+            return;
         };
-        let (ibgp, import) = (st.ibgp, st.config.import.clone());
+        let ibgp = st.ibgp;
+        let report = self.report_best;
         let mut withdrawn = update.withdrawn;
-        let mut accepted: Vec<Nlri> = Vec::new();
+        let mut announced = update.announced;
         let mut attrs_arc = None;
         if let Some(mut attrs) = update.attrs {
             let looped = if ibgp {
@@ -556,141 +822,182 @@ impl Rib {
                 attrs.contains_as(self.local_as)
             };
             if looped {
-                withdrawn.extend(update.announced);
+                withdrawn.append(&mut announced);
             } else {
                 if !ibgp {
                     // LOCAL_PREF is not carried from another AS (RFC 4271 §5.1.5).
                     attrs.local_pref = None;
                 }
-                for n in update.announced {
-                    if import.accepts(&n.prefix) {
-                        accepted.push(n);
-                    } else {
-                        withdrawn.push(n);
+                let import = &st.config.import;
+                announced.retain(|n| {
+                    let ok = import.accepts(&n.prefix);
+                    if !ok {
+                        withdrawn.push(*n);
                     }
-                }
-                if !accepted.is_empty() {
+                    ok
+                });
+                if !announced.is_empty() {
+                    // Once per UPDATE: its routes share one attribute set.
                     attrs_arc = Some(self.intern(attrs));
                 }
             }
         }
-        let st = self.peers.get_mut(&peer).expect("checked above");
+        let (table, peers) = (&mut self.table, &mut self.peers);
+        let src = Source::Peer(peer);
+        let (mut removed, mut removed_stale) = (0usize, 0usize);
         for n in withdrawn {
-            let key = (n.prefix, n.path_id);
-            if st.adj_in.remove(&key).is_some() {
-                st.stale.remove(&key);
-                if let Some(paths) = self.loc.get_mut(&n.prefix) {
-                    paths.retain(|p| !(p.source == Source::Peer(peer) && p.path_id == n.path_id));
-                }
-                changed.push(n.prefix);
-            }
-        }
-        if let Some(attrs) = attrs_arc {
-            let any_stale = !st.stale.is_empty();
-            for n in accepted {
-                let key = (n.prefix, n.path_id);
-                if any_stale {
-                    st.stale.remove(&key);
-                }
-                let same = st
-                    .adj_in
-                    .get(&key)
-                    .is_some_and(|old| Arc::ptr_eq(old, &attrs));
-                st.adj_in.insert(key, attrs.clone());
-                let paths = self.loc.entry(n.prefix).or_default();
-                match paths
-                    .iter_mut()
-                    .find(|p| p.source == Source::Peer(peer) && p.path_id == n.path_id)
-                {
-                    Some(p) => {
-                        if same && !p.stale {
-                            continue;
-                        }
-                        p.attrs = attrs.clone();
-                        p.stale = false;
-                    }
-                    None => paths.push(Path {
-                        source: Source::Peer(peer),
-                        path_id: n.path_id,
-                        attrs: attrs.clone(),
-                        stale: false,
-                    }),
-                }
-                changed.push(n.prefix);
-            }
-            if let Some(limit) = st.config.max_prefixes
-                && st.adj_in.len() > limit as usize
-            {
-                out.push(RibOutput::MaxPrefixesExceeded { peer, limit });
-            }
-        }
-        changed
-    }
-
-    /// Re-runs the decision process for `changed` prefixes and reports ECMP next-hop changes.
-    fn decide(&mut self, changed: &[IpNet], out: &mut Vec<RibOutput>) {
-        // No sort/dedup: a prefix listed twice is evaluated twice, and the second time nothing
-        // has changed, so it is neither reported nor exported again.
-        let mut report = Vec::new();
-        let mut hops: Vec<IpAddr> = Vec::with_capacity(4);
-        let empty: NextHops = Arc::from(Vec::new());
-        for prefix in changed.iter() {
-            let paths = match self.loc.get_mut(prefix) {
-                Some(p) if !p.is_empty() => p,
-                _ => {
-                    self.loc.remove(prefix);
-                    if self.best_hops.remove(prefix).is_some() {
-                        report.push(BestChange {
-                            prefix: *prefix,
-                            next_hops: empty.clone(),
-                        });
-                    }
-                    continue;
-                }
+            let Some(i) = table.find(&n.prefix) else {
+                continue;
             };
-            if paths.len() > 1 {
-                let peers = &self.peers;
-                paths.sort_by(|a, b| compare(peers, a, b));
-            }
-            let best = &paths[0];
-            hops.clear();
-            if best.source != Source::Local {
-                hops.extend(
-                    paths
-                        .iter()
-                        .take_while(|p| {
-                            p.source != Source::Local
-                                && p.stale == best.stale
-                                && ecmp_key_cmp(&self.peers, p, best).is_eq()
-                        })
-                        .filter_map(|p| p.attrs.next_hop),
-                );
-                hops.sort_unstable();
-                hops.dedup();
-            }
-            if self.best_hops.get(prefix).is_some_and(|h| **h == *hops) {
+            let mine = |p: &Path| p.source == src && p.path_id == n.path_id;
+            if !table.entries[i as usize].paths.as_slice().iter().any(mine) {
                 continue;
             }
-            let set = match self.hop_sets.get(hops.as_slice()) {
-                Some(s) => s.clone(),
-                None => {
-                    let s: NextHops = Arc::from(hops.as_slice());
-                    self.hop_sets.insert(s.clone());
+            touch(&mut table.entries, peers, changed, i, report);
+            table.entries[i as usize].paths.retain(|p| {
+                if mine(p) {
+                    removed += 1;
+                    removed_stale += usize::from(p.stale);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        let (mut added, mut unstaled) = (0usize, 0usize);
+        if let Some(attrs) = &attrs_arc {
+            for n in announced {
+                let (i, new) = table.find_or_insert(n.prefix);
+                let path = Path {
+                    source: src,
+                    path_id: n.path_id,
+                    attrs: attrs.clone(),
+                    stale: false,
+                };
+                if new {
+                    let e = &mut table.entries[i as usize];
+                    e.dirty = true;
+                    e.paths = Paths::One(path);
+                    changed.push(Changed { idx: i, old: None });
+                    added += 1;
+                    continue;
+                }
+                let pos = table.entries[i as usize]
+                    .paths
+                    .as_slice()
+                    .iter()
+                    .position(|p| p.source == src && p.path_id == n.path_id);
+                if let Some(k) = pos {
+                    let p = &table.entries[i as usize].paths.as_slice()[k];
+                    if !p.stale && Arc::ptr_eq(&p.attrs, attrs) {
+                        continue;
+                    }
+                }
+                touch(&mut table.entries, peers, changed, i, report);
+                let paths = &mut table.entries[i as usize].paths;
+                match pos {
+                    Some(k) => {
+                        let p = &mut paths.as_mut_slice()[k];
+                        unstaled += usize::from(p.stale);
+                        *p = path;
+                    }
+                    None => {
+                        paths.push(path);
+                        added += 1;
+                    }
+                }
+            }
+        }
+        let st = peers.get_mut(&peer).expect("checked above");
+        st.accepted = st.accepted + added - removed;
+        st.stale -= removed_stale + unstaled;
+        if attrs_arc.is_some()
+            && let Some(limit) = st.config.max_prefixes
+            && st.accepted > limit as usize
+        {
+            out.push(RibOutput::MaxPrefixesExceeded { peer, limit });
+        }
+    }
+
+    /// Re-runs the decision process for the changed prefixes and reports ECMP next-hop
+    /// changes; returns their positions.
+    fn decide(&mut self, changed: Vec<Changed>, out: &mut Vec<RibOutput>) -> Vec<u32> {
+        let report_on = self.report_best;
+        let mut report = Vec::new();
+        let mut hops: SmallVec<[IpAddr; 2]> = SmallVec::new();
+        // Consecutive prefixes mostly share their next hops: reuse the last set.
+        let mut last: Option<NextHops> = None;
+        let mut positions = Vec::with_capacity(changed.len());
+        let peers = &self.peers;
+        for c in changed {
+            positions.push(c.idx);
+            let e = &mut self.table.entries[c.idx as usize];
+            e.dirty = false;
+            if let Paths::Many(v) = &mut e.paths
+                && v.len() > 1
+            {
+                v.sort_by(|a, b| compare(peers, a, b));
+            }
+            if !report_on {
+                continue;
+            }
+            if e.paths.is_empty() {
+                if c.old.is_some() {
+                    hops.clear();
+                } else {
+                    continue;
+                }
+            } else {
+                ecmp_hops(peers, e.paths.as_slice(), &mut hops);
+                if c.old.as_deref() == Some(&hops[..]) {
+                    continue;
+                }
+            }
+            let set = match &last {
+                Some(s) if **s == *hops => s.clone(),
+                _ => {
+                    let s = match self.hop_sets.get(hops.as_slice()) {
+                        Some(s) => s.clone(),
+                        None => {
+                            if self.hop_sets.len() >= 4096 {
+                                self.hop_sets.clear();
+                            }
+                            let s: NextHops = Arc::from(hops.as_slice());
+                            self.hop_sets.insert(s.clone());
+                            s
+                        }
+                    };
+                    last = Some(s.clone());
                     s
                 }
             };
+            if report.is_empty() {
+                report.reserve(positions.capacity() - positions.len() + 1);
+            }
             report.push(BestChange {
-                prefix: *prefix,
-                next_hops: set.clone(),
+                prefix: e.prefix,
+                next_hops: set,
             });
-            self.best_hops.insert(*prefix, set);
-        }
-        if self.hop_sets.len() > 4096 {
-            self.hop_sets.retain(|s| Arc::strong_count(s) > 1);
         }
         if !report.is_empty() {
             out.push(RibOutput::BestChanged(report));
         }
+        positions
+    }
+
+    /// Removes the entries left without paths (at the end of a step, when positions are no
+    /// longer needed).
+    fn remove_emptied(&mut self, mut positions: Vec<u32>) {
+        positions.retain(|&i| self.table.entries[i as usize].paths.is_empty());
+        if positions.is_empty() {
+            return;
+        }
+        // Highest first: the entry moved into a freed position is never one still to remove.
+        positions.sort_unstable_by(|a, b| b.cmp(a));
+        for i in positions {
+            self.table.remove(i);
+        }
+        self.table.maybe_shrink();
     }
 
     /// What to advertise to `to` for the best path `best` of a prefix, or `None` to advertise
@@ -756,9 +1063,10 @@ impl Rib {
         Some(attrs)
     }
 
-    /// Advertises the current best of `prefixes` to every established peer (or only `only`),
-    /// sending only what differs from the Adj-RIB-Out, batched per attribute set.
-    fn export(&mut self, prefixes: &[IpNet], only: Option<PeerId>, out: &mut Vec<RibOutput>) {
+    /// Advertises the current best of the prefixes at `positions` to every established peer
+    /// (or only `only`), sending only what differs from the Adj-RIB-Out, batched per attribute
+    /// set.
+    fn export(&mut self, positions: &[u32], only: Option<PeerId>, out: &mut Vec<RibOutput>) {
         let ids: Vec<PeerId> = match only {
             Some(p) => vec![p],
             None => {
@@ -785,31 +1093,42 @@ impl Rib {
             let mut announce: Vec<(Arc<PathAttrs>, Vec<Nlri>)> = Vec::new();
             let mut group_of: HashMap<*const PathAttrs, usize> = HashMap::default();
             let mut withdraw: Vec<Nlri> = Vec::new();
-            let mut new_out: Vec<(IpNet, Option<Arc<PathAttrs>>)> =
-                Vec::with_capacity(prefixes.len());
-            for prefix in prefixes {
+            let mut new_out: Vec<(IpNet, Option<Arc<PathAttrs>>)> = Vec::new();
+            type Exported = Option<Arc<PathAttrs>>;
+            let mut last: Option<((*const PathAttrs, Afi), Exported)> = None;
+            let mut last_group: Option<(*const PathAttrs, usize)> = None;
+            for &i in positions {
+                let entry = &self.table.entries[i as usize];
+                let prefix = &entry.prefix;
+                let best = entry.paths.as_slice().first();
+                // The common case when receiving a table: the best path came from this very peer
+                // (or there is none) and we never advertised anything to it; nothing to do.
+                if to.adj_out.is_empty() && best.is_none_or(|b| b.source == Source::Peer(to_id)) {
+                    continue;
+                }
                 if !to.families.contains(&Afi::of(prefix)) {
                     continue;
                 }
-                let best = self.loc.get(prefix).and_then(|p| p.first());
-                // The common case when receiving a table: the best path came from this very peer
-                // and we never advertised anything to it; nothing to do, skip the lookups.
-                if to.adj_out.is_empty() && best.is_some_and(|b| b.source == Source::Peer(to_id)) {
-                    continue;
-                }
                 let exported = match best {
+                    Some(b) if b.source == Source::Peer(to_id) => None, // never back
                     Some(b) if to.config.export.accepts(prefix) => {
                         // The cache key includes the family: the next hop differs per family.
                         let key = (Arc::as_ptr(&b.attrs), Afi::of(prefix));
-                        match cache.get(&key) {
-                            Some(e) if b.source != Source::Peer(to_id) => e.clone(),
+                        match &last {
+                            // Runs of prefixes share attributes: skip the lookup.
+                            Some((k, e)) if *k == key => e.clone(),
                             _ => {
-                                let e = self
-                                    .export_attrs(to, to_id, b, Afi::of(prefix))
-                                    .map(Arc::new);
-                                if b.source != Source::Peer(to_id) {
-                                    cache.insert(key, e.clone());
-                                }
+                                let e = match cache.get(&key) {
+                                    Some(e) => e.clone(),
+                                    None => {
+                                        let e = self
+                                            .export_attrs(to, to_id, b, Afi::of(prefix))
+                                            .map(Arc::new);
+                                        cache.insert(key, e.clone());
+                                        e
+                                    }
+                                };
+                                last = Some((key, e.clone()));
                                 e
                             }
                         }
@@ -817,12 +1136,19 @@ impl Rib {
                     _ => None,
                 };
                 match (&exported, to.adj_out.get(prefix)) {
-                    (Some(e), Some(old)) if **e == **old => {}
+                    (Some(e), Some(old)) if Arc::ptr_eq(e, old) || **e == **old => {}
                     (Some(e), _) => {
-                        let g = *group_of.entry(Arc::as_ptr(e)).or_insert_with(|| {
-                            announce.push((e.clone(), Vec::new()));
-                            announce.len() - 1
-                        });
+                        let g = match last_group {
+                            Some((ptr, g)) if ptr == Arc::as_ptr(e) => g,
+                            _ => {
+                                let g = *group_of.entry(Arc::as_ptr(e)).or_insert_with(|| {
+                                    announce.push((e.clone(), Vec::new()));
+                                    announce.len() - 1
+                                });
+                                last_group = Some((Arc::as_ptr(e), g));
+                                g
+                            }
+                        };
                         announce[g].1.push(Nlri::new(*prefix));
                         new_out.push((*prefix, exported.clone()));
                     }
@@ -895,8 +1221,13 @@ fn own_next_hop(session: IpAddr, afi: Afi) -> IpAddr {
 
 /// All the prefixes of a Loc-RIB with their best-path next hops (for status and tests).
 pub fn best_next_hops(rib: &Rib) -> BTreeMap<IpNet, Vec<IpAddr>> {
-    rib.best_hops
+    let mut hops = SmallVec::new();
+    rib.table
+        .entries
         .iter()
-        .map(|(k, v)| (*k, v.to_vec()))
+        .map(|e| {
+            ecmp_hops(&rib.peers, e.paths.as_slice(), &mut hops);
+            (e.prefix, hops.to_vec())
+        })
         .collect()
 }

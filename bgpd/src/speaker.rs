@@ -162,10 +162,6 @@ enum FromPeer {
         error: Option<String>,
         notification: Option<Notification>,
     },
-    Received {
-        peer: PeerId,
-        prefixes: u64,
-    },
 }
 
 /// Messages from the RIB task to a peer task.
@@ -365,6 +361,8 @@ impl RibTask {
     }
 
     async fn apply(&mut self, input: RibInput) {
+        // Best-path reports are built only when somebody listens.
+        self.rib.set_report_best(self.best.receiver_count() > 0);
         let outputs = self.rib.step(input);
         for o in outputs {
             match o {
@@ -404,9 +402,17 @@ impl RibTask {
             FromPeer::Rib(input) => {
                 // A peer that was removed may still have messages in flight.
                 let known = match &input {
-                    RibInput::PeerUp { peer, .. }
-                    | RibInput::PeerDown { peer, .. }
-                    | RibInput::Update { peer, .. } => self.peers.contains_key(peer),
+                    RibInput::Update { peer, update } => match self.peers.get_mut(peer) {
+                        Some(p) => {
+                            // Counted here: one channel message per UPDATE, not two.
+                            p.status.received += update.announced.len() as u64;
+                            true
+                        }
+                        None => false,
+                    },
+                    RibInput::PeerUp { peer, .. } | RibInput::PeerDown { peer, .. } => {
+                        self.peers.contains_key(peer)
+                    }
                     _ => true,
                 };
                 if known {
@@ -430,11 +436,6 @@ impl RibTask {
                     if notification.is_some() {
                         p.status.last_notification = notification;
                     }
-                }
-            }
-            FromPeer::Received { peer, prefixes } => {
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.status.received += prefixes;
                 }
             }
         }
@@ -828,19 +829,10 @@ impl PeerTask {
                 Ok(None) => return true,
                 Err(notification) => return self.handle(Event::MessageError(notification)).await,
             };
+            // UPDATEs reach the RIB task as one message each (`Output::Update`), which also
+            // counts their prefixes.
             let event = match wire::decode(&frame, &self.decode_cx) {
-                Ok(msg) => {
-                    if let Message::Update(u) = &msg {
-                        let _ = self
-                            .to_rib
-                            .send(FromPeer::Received {
-                                peer: self.id,
-                                prefixes: u.announced.len() as u64,
-                            })
-                            .await;
-                    }
-                    Event::MessageReceived(msg)
-                }
+                Ok(msg) => Event::MessageReceived(msg),
                 Err(notification) => Event::MessageError(notification),
             };
             if !self.handle(event).await {
