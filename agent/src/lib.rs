@@ -6,7 +6,35 @@
 
 use std::path::Path;
 
+use tortie_cni::spec::NodeSettings;
 use tortie_ipam::Ipam;
+
+/// Writes `<cni_data_dir>/node.json` (MTU, route protocol) for the CNI plugin; an MTU of `None`
+/// is taken from this host's up links. Written to a temporary file and renamed.
+pub async fn publish_node_settings(
+    cni_data_dir: &Path,
+    mtu: Option<u32>,
+    route_protocol: u8,
+) -> anyhow::Result<NodeSettings> {
+    let mtu = match mtu {
+        Some(m) => Some(m),
+        None => {
+            let h = tortie_cni::dataplane::connect(None).map_err(|e| anyhow::anyhow!("{e}"))?;
+            tortie_cni::dataplane::uplink_mtu(&h)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+        }
+    };
+    let settings = NodeSettings {
+        mtu,
+        route_protocol: Some(route_protocol),
+    };
+    std::fs::create_dir_all(cni_data_dir)?;
+    let tmp = cni_data_dir.join(format!(".{}.tmp", NodeSettings::FILE));
+    std::fs::write(&tmp, serde_json::to_vec(&settings)?)?;
+    std::fs::rename(&tmp, cni_data_dir.join(NodeSettings::FILE))?;
+    Ok(settings)
+}
 
 /// Releases every pending release the CNI plugin left under `cni_data_dir`; returns how many
 /// were completed. A release that fails stays pending for the next sweep.

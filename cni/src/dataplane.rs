@@ -297,6 +297,33 @@ pub async fn detach(host: &Handle, host_ifname: &str) -> Result<bool, CniError> 
     }
 }
 
+/// The smallest MTU among the namespace's up, non-loopback links other than pod veths: what
+/// pods can use without fragmenting on the way out (no encapsulation: routed pods).
+pub async fn uplink_mtu(h: &Handle) -> Result<Option<u32>, CniError> {
+    let links: Vec<LinkMessage> = h
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| kernel_err("list links", e))?;
+    Ok(links
+        .iter()
+        .filter(|l| is_up(l) && !l.header.flags.contains(LinkFlags::Loopback))
+        .filter(|l| {
+            !l.attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::IfName(n) if n.starts_with("cali")))
+        })
+        .filter_map(|l| {
+            l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Mtu(m) => Some(*m),
+                _ => None,
+            })
+        })
+        .min())
+}
+
 fn is_up(link: &LinkMessage) -> bool {
     link.header.flags.contains(LinkFlags::Up)
 }

@@ -20,8 +20,8 @@ use crate::agent::{Agent, AgentError};
 use crate::dataplane::{self, Attach};
 use crate::log::Log;
 use crate::spec::{
-    AddResult, CniError, Command, Env, Interface, NetConf, code, config_version, host_veth_name,
-    version_json,
+    AddResult, CniError, Command, Env, Interface, NetConf, NodeSettings, code, config_version,
+    host_veth_name, version_json,
 };
 use crate::state::{Record, State, finish_release};
 
@@ -174,6 +174,7 @@ async fn add(env: &Env, conf: &NetConf, log: &Log) -> Result<Option<Value>, CniE
     let st = state(conf);
     let handle = conf.handle_id(&env.container_id);
     let host_ifname = host_veth_name(&env.workload_id());
+    let node = NodeSettings::load(Path::new(&conf.data_dir));
     let mut record = Record {
         handle_id: handle.clone(),
         container_id: env.container_id.clone(),
@@ -198,8 +199,8 @@ async fn add(env: &Env, conf: &NetConf, log: &Log) -> Result<Option<Value>, CniE
         host_ifname: &host_ifname,
         container_ifname: &env.ifname,
         addresses: &addresses,
-        mtu: conf.mtu(),
-        route_protocol: conf.route_protocol,
+        mtu: conf.mtu(&node),
+        route_protocol: conf.route_protocol(&node),
     };
     let built = async {
         let macs = dataplane::attach(&host, &container, &netns, &attach).await?;
@@ -302,6 +303,7 @@ async fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
     let netns = open_netns(&env.netns)?;
     let host = dataplane::connect(None)?;
     let container = dataplane::connect(Some(&netns))?;
+    let node = NodeSettings::load(Path::new(&conf.data_dir));
     dataplane::check(
         &host,
         &container,
@@ -309,8 +311,8 @@ async fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
             host_ifname: &record.host_ifname,
             container_ifname: &env.ifname,
             addresses: &record.addresses,
-            mtu: conf.mtu(),
-            route_protocol: conf.route_protocol,
+            mtu: conf.mtu(&node),
+            route_protocol: conf.route_protocol(&node),
         },
     )
     .await

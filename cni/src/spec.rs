@@ -264,12 +264,13 @@ pub struct NetConf {
     /// Seconds to wait for the agent.
     #[serde(default = "default_timeout", alias = "timeout_seconds")]
     pub timeout_seconds: f64,
-    /// MTU of both veth ends (0: 1500).
+    /// MTU of both veth ends (0: the agent's value from `node.json`, else 1500).
     #[serde(default)]
     pub mtu: u32,
-    /// Route protocol number of host routes to pods (Calico's Felix uses 80).
-    #[serde(default = "default_route_protocol", alias = "route_protocol")]
-    pub route_protocol: u8,
+    /// Route protocol number of host routes to pods (absent: the agent's value, else 80, the
+    /// number Calico's Felix uses).
+    #[serde(default, alias = "route_protocol")]
+    pub route_protocol: Option<u8>,
     /// Where the plugin keeps its per-attachment records and pending releases.
     #[serde(default = "default_data_dir", alias = "data_dir")]
     pub data_dir: String,
@@ -305,14 +306,37 @@ fn default_socket() -> String {
 fn default_timeout() -> f64 {
     10.0
 }
-fn default_route_protocol() -> u8 {
-    80
-}
 fn default_data_dir() -> String {
     "/var/lib/tortie/cni".into()
 }
 fn default_log_file() -> String {
     "/var/log/tortie/cni.log".into()
+}
+
+/// What the agent publishes for the plugin in `<dataDir>/node.json` (as Calico's node writes
+/// `/var/lib/calico/mtu`): read with one small file read instead of an RPC per ADD.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSettings {
+    /// Pod MTU.
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    /// Protocol number of pod host routes (the agent's reconciler owns routes with it).
+    #[serde(default)]
+    pub route_protocol: Option<u8>,
+}
+
+impl NodeSettings {
+    /// File name under the plugin's `dataDir`.
+    pub const FILE: &'static str = "node.json";
+
+    /// Reads `<data_dir>/node.json`; absent or unreadable means no settings.
+    pub fn load(data_dir: &std::path::Path) -> NodeSettings {
+        std::fs::read(data_dir.join(Self::FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// Just the version, for VERSION and for answering errors in the right version.
@@ -406,9 +430,18 @@ impl NetConf {
         Ok(conf)
     }
 
-    /// MTU to use.
-    pub fn mtu(&self) -> u32 {
-        if self.mtu == 0 { 1500 } else { self.mtu }
+    /// MTU to use: the configuration's, else the agent's, else 1500.
+    pub fn mtu(&self, node: &NodeSettings) -> u32 {
+        match (self.mtu, node.mtu) {
+            (0, Some(m)) if m >= 576 => m,
+            (0, _) => 1500,
+            (m, _) => m,
+        }
+    }
+
+    /// Route protocol of host routes: the configuration's, else the agent's, else 80.
+    pub fn route_protocol(&self, node: &NodeSettings) -> u8 {
+        self.route_protocol.or(node.route_protocol).unwrap_or(80)
     }
 
     /// IPAM settings (defaults when absent).
@@ -609,7 +642,23 @@ mod tests {
         .unwrap();
         assert_eq!(c.handle_id("c1"), "k8s-pod-network.c1");
         assert!(c.ipam().want_v4() && !c.ipam().want_v6());
-        assert_eq!(c.mtu(), 1500);
+        assert_eq!(c.mtu(&NodeSettings::default()), 1500);
+        assert_eq!(c.route_protocol(&NodeSettings::default()), 80);
+        let agent = NodeSettings {
+            mtu: Some(8950),
+            route_protocol: Some(81),
+        };
+        assert_eq!(
+            c.mtu(&agent),
+            8950,
+            "the agent's MTU when the config has none"
+        );
+        assert_eq!(c.route_protocol(&agent), 81);
+        let mut pinned = c.clone();
+        pinned.mtu = 1400;
+        pinned.route_protocol = Some(90);
+        assert_eq!(pinned.mtu(&agent), 1400, "the config wins");
+        assert_eq!(pinned.route_protocol(&agent), 90);
     }
 
     #[test]

@@ -349,8 +349,6 @@ async fn bad_input_gets_the_right_code_and_leaves_nothing() {
     assert_eq!(r.json["code"], 103, "{}", r.stdout);
     assert!(n.cali_links().is_empty());
     assert!(n.allocated("k8s-pod-network.bad").await.is_empty());
-    // A failure after allocation (the pod's namespace has IPv6 disabled, so the IPv6 address
-    // cannot be added) undoes the veth and the allocation.
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -446,4 +444,43 @@ async fn tortie_ipam_alone() {
     assert!(n.allocated("k8s-pod-network.ipam-only").await.is_empty());
     let c = n.run(bin, &env("CHECK"), &n.conf("0.4.0"));
     assert_eq!(c.json["code"], 104, "{}", c.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mtu_and_route_protocol_come_from_the_agent_unless_configured() {
+    let mut n = Node::new(false).await;
+    // The agent takes the host's uplink MTU and the protocol number it is told.
+    must(&format!(
+        "ip -n {0} link set up0 mtu 9000 && ip -n {0} link set up1 mtu 9000",
+        n.host
+    ));
+    n.agent_args = vec!["--route-protocol".into(), "81".into()];
+    n.start_agent();
+    let p = n.pod("a");
+    let ns = p.rsplit('/').next().unwrap().to_string();
+    let r = n.cni("ADD", "mtu-a", &p, &n.conf("1.0.0"));
+    assert!(r.ok, "{}", r.stdout);
+    let host_if = r.json["interfaces"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(must(&format!("ip -n {ns} link show eth0")).contains("mtu 9000"));
+    assert!(must(&format!("ip -n {} link show {host_if}", n.host)).contains("mtu 9000"));
+    let routes = must(&format!("ip -n {} route show dev {host_if}", n.host));
+    assert!(routes.contains("proto 81"), "{routes}");
+    // The configuration wins over the agent.
+    let p2 = n.pod("b");
+    let ns2 = p2.rsplit('/').next().unwrap().to_string();
+    let mut conf = n.conf("1.0.0");
+    conf["mtu"] = json!(1400);
+    conf["routeProtocol"] = json!(90);
+    let r = n.cni("ADD", "mtu-b", &p2, &conf);
+    assert!(r.ok, "{}", r.stdout);
+    let host_if = r.json["interfaces"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(must(&format!("ip -n {ns2} link show eth0")).contains("mtu 1400"));
+    let routes = must(&format!("ip -n {} route show dev {host_if}", n.host));
+    assert!(routes.contains("proto 90"), "{routes}");
 }

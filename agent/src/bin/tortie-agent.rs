@@ -24,6 +24,12 @@ struct Args {
     /// The CNI plugin's `dataDir` (where it leaves deferred releases).
     #[arg(long, default_value = "/var/lib/tortie/cni")]
     cni_data_dir: PathBuf,
+    /// Pod MTU published to the CNI plugin (0: the smallest MTU of this host's up links).
+    #[arg(long, default_value_t = 0)]
+    mtu: u32,
+    /// Protocol number of pod host routes published to the CNI plugin.
+    #[arg(long, default_value_t = 80)]
+    route_protocol: u8,
     /// How often to look for deferred releases.
     #[arg(long, default_value_t = 5000)]
     sweep_interval_ms: u64,
@@ -42,6 +48,13 @@ async fn main() -> anyhow::Result<()> {
     let ipam = Ipam::new(ds);
     // Claims a crash left half-done are finished or rolled back before we serve.
     ipam.recover_node(&args.node).await?;
+    let settings = tortie_agent::publish_node_settings(
+        &args.cni_data_dir,
+        (args.mtu != 0).then_some(args.mtu),
+        args.route_protocol,
+    )
+    .await?;
+    tracing::info!(?settings, "published for the CNI plugin");
     let swept = tortie_agent::sweep_pending_releases(&ipam, &args.cni_data_dir).await;
     tracing::info!(swept, "deferred releases completed at start-up");
     {

@@ -54,6 +54,8 @@ pub struct Node {
     pods: Vec<String>,
     agent: Option<Child>,
     pub v6: bool,
+    /// Extra `tortie-agent` arguments.
+    pub agent_args: Vec<String>,
 }
 
 /// What one plugin run returned.
@@ -83,6 +85,7 @@ impl Node {
             pods: Vec::new(),
             agent: None,
             v6,
+            agent_args: Vec::new(),
         };
         must(&format!(
             "ip -n {host} link set lo up && ip -n {host} link add up0 type veth peer name up1 && ip -n {host} link set up1 up && ip -n {host} link set up0 up \
@@ -137,6 +140,7 @@ impl Node {
             .arg("--cni-data-dir")
             .arg(self.data_dir())
             .args(["--sweep-interval-ms", "200"])
+            .args(&self.agent_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -251,12 +255,16 @@ impl Node {
             .collect()
     }
 
-    /// Host routes into the pool.
+    /// Host routes to pods (through `cali` veths), both families.
     pub fn pod_routes(&self) -> Vec<String> {
-        must(&format!("ip -n {} route show proto 80", self.host))
-            .lines()
-            .map(str::to_string)
-            .collect()
+        must(&format!(
+            "ip -n {} route show; ip -n {} -6 route show",
+            self.host, self.host
+        ))
+        .lines()
+        .filter(|l| l.contains(" dev cali"))
+        .map(str::to_string)
+        .collect()
     }
 
     /// Addresses allocated in the datastore.
