@@ -48,6 +48,12 @@ pub async fn sweep_pending_releases(ipam: &Ipam, cni_data_dir: &Path) -> usize {
                     done += 1;
                 }
             }
+            // A request that can never succeed (a malformed handle) is dropped, not retried
+            // forever.
+            Err(tortie_ipam::IpamError::InvalidRequest(why)) => {
+                tracing::warn!(%handle, %why, "deferred release is invalid; dropped");
+                let _ = tortie_cni::state::finish_release(&file);
+            }
             Err(e) => tracing::warn!(%handle, error = %e, "deferred release failed; will retry"),
         }
     }

@@ -144,15 +144,18 @@ async fn release_or_defer(conf: &NetConf, handle: &str, log: &Log) -> Result<(),
     };
     match outcome {
         Ok(()) => Ok(()),
-        Err(AgentError::Unreachable(why)) => {
-            log.line(&format!(
-                "agent unreachable ({why}); release of {handle} deferred"
-            ));
+        // Teardown never blocks on IPAM: whatever went wrong (agent down, datastore busy, a
+        // transient error), the release is recorded and the agent finishes it.
+        Err(e) => {
+            let why = match &e {
+                AgentError::Unreachable(why) => format!("agent unreachable ({why})"),
+                AgentError::Refused(s) => format!("agent answered {:?}: {}", s.code(), s.message()),
+            };
+            log.line(&format!("{why}; release of {handle} deferred"));
             state(conf)
                 .defer_release(handle)
                 .map_err(|e| io_err("record a deferred release", e))
         }
-        Err(e) => Err(e.to_cni("release")),
     }
 }
 
