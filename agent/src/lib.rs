@@ -4,6 +4,9 @@
 //! finishes the releases the plugin deferred while the agent was down. The BGP wiring and the
 //! kernel route reconciler come with issue 6.
 
+pub mod kernel;
+pub mod routes;
+
 use std::path::Path;
 
 use tortie_cni::spec::NodeSettings;
