@@ -71,6 +71,61 @@ async fn pod_links(h: &Handle) -> Result<HashSet<u32>, KernelError> {
         .collect())
 }
 
+/// Calico's `first-found` for IPv4: the first global address on an up interface that is not
+/// loopback, a pod veth (`cali`), or a container bridge (`docker`, `virbr`, `cni`, `podman`).
+pub async fn first_found_ipv4(h: &Handle) -> Result<Option<ipnet::IpNet>, KernelError> {
+    use netlink_packet_route::address::AddressAttribute;
+    use netlink_packet_route::link::LinkFlags;
+    let links: Vec<_> = h
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|source| KernelError::Netlink {
+            what: "list links".into(),
+            source,
+        })?;
+    let excluded = [
+        "lo", "cali", "docker", "virbr", "cni", "podman", "veth", "tortie",
+    ];
+    let usable: Vec<(u32, String)> = links
+        .iter()
+        .filter(|l| l.header.flags.contains(LinkFlags::Up))
+        .filter_map(|l| {
+            let name = l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            })?;
+            (!excluded.iter().any(|x| name.starts_with(x))).then_some((l.header.index, name))
+        })
+        .collect();
+    let addrs: Vec<_> = h
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|source| KernelError::Netlink {
+            what: "list addresses".into(),
+            source,
+        })?;
+    for (index, name) in &usable {
+        for a in addrs.iter().filter(|a| a.header.index == *index) {
+            for attr in &a.attributes {
+                if let AddressAttribute::Address(IpAddr::V4(v4)) = attr
+                    && !v4.is_loopback()
+                    && !v4.is_link_local()
+                {
+                    tracing::info!(interface = %name, address = %v4, prefix = a.header.prefix_len, "node address: first found");
+                    return Ok(ipnet::IpNet::new(IpAddr::V4(*v4), a.header.prefix_len).ok());
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
 fn addr(a: &RouteAddress) -> Option<IpAddr> {
     match a {
         RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),

@@ -4,6 +4,7 @@
 //! finishes the releases the plugin deferred while the agent was down. The BGP wiring and the
 //! kernel route reconciler come with issue 6.
 
+pub mod daemon;
 pub mod kernel;
 pub mod routes;
 
@@ -61,4 +62,33 @@ pub async fn sweep_pending_releases(ipam: &Ipam, cni_data_dir: &Path) -> usize {
         }
     }
     done
+}
+
+/// Standalone liveness for IPAM GC: an allocation made for this node is alive while the CNI
+/// plugin still has its attachment record (DEL removes it; a pod whose DEL never came is
+/// cleaned by the plugin's GC). Other nodes' allocations are not ours to judge.
+pub struct LocalOwners {
+    /// This node.
+    pub node: String,
+    /// The plugin's `dataDir`.
+    pub cni_data_dir: std::path::PathBuf,
+}
+
+impl tortie_ipam::gc::OwnerCheck for LocalOwners {
+    fn allocation(&self, a: &tortie_ipam::gc::AllocationInfo) -> tortie_ipam::gc::Liveness {
+        use tortie_ipam::gc::Liveness;
+        if a.attributes.get(tortie_ipam::attr::NODE) != Some(&self.node)
+            || !a.attributes.contains_key("containerID")
+        {
+            return Liveness::Unknown;
+        }
+        if tortie_cni::state::State::new(&self.cni_data_dir)
+            .load(&a.handle_id)
+            .is_some()
+        {
+            Liveness::Alive
+        } else {
+            Liveness::Gone
+        }
+    }
 }

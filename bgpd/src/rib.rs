@@ -206,6 +206,9 @@ struct PeerState {
     accepted: usize,
     /// Of those, the ones still stale after a graceful restart.
     stale: usize,
+    /// End-of-RIB received (any family) since the session came up: the peer's initial table
+    /// is complete (RFC 4724 §2).
+    end_of_rib: bool,
     adj_out: HashMap<IpNet, Arc<PathAttrs>>,
 }
 
@@ -218,6 +221,8 @@ pub struct PeerCounters {
     pub advertised: usize,
     /// Of the accepted, the stale ones.
     pub stale: usize,
+    /// The peer has sent End-of-RIB since the session came up (its initial table is in).
+    pub end_of_rib: bool,
 }
 
 /// The candidate paths of one prefix: one inline (the common case: a block announced by one
@@ -582,6 +587,7 @@ impl Rib {
                 accepted: p.accepted,
                 advertised: p.adj_out.len(),
                 stale: p.stale,
+                end_of_rib: p.end_of_rib,
             })
     }
 
@@ -618,6 +624,7 @@ impl Rib {
                     ibgp,
                     accepted: 0,
                     stale: 0,
+                    end_of_rib: false,
                     adj_out: HashMap::default(),
                 });
                 st.config = config;
@@ -626,6 +633,7 @@ impl Rib {
                 st.families = families.clone();
                 st.ibgp = ibgp;
                 st.established = true;
+                st.end_of_rib = false;
                 st.adj_out.clear();
                 // Initial table dump, then End-of-RIB per family (RFC 4724 §2).
                 let all = self.sorted_positions(None);
@@ -799,6 +807,9 @@ impl Rib {
         changed: &mut Vec<Changed>,
     ) {
         if let Some(afi) = update.end_of_rib {
+            if let Some(st) = self.peers.get_mut(&peer) {
+                st.end_of_rib = true;
+            }
             // RFC 4724 §4.2: End-of-RIB ends the stale phase for the family.
             return self.drop_stale(peer, Some(afi), changed);
         }

@@ -214,6 +214,8 @@ impl Node {
             .arg(&socket)
             .arg("--cni-data-dir")
             .arg(self.path("cni"))
+            // The plugin's tests: IPAM only, no BGP or kernel routes of the agent's own.
+            .arg("--no-bgp")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

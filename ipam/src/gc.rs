@@ -130,7 +130,7 @@ impl Ipam {
     pub async fn gc_pass(
         &self,
         state: &mut GcState,
-        owners: &dyn OwnerCheck,
+        owners: &(dyn OwnerCheck + Sync),
         grace: Duration,
     ) -> Result<GcReport, IpamError> {
         let mut report = GcReport::default();

@@ -30,6 +30,30 @@ struct Args {
     /// Protocol number of pod host routes published to the CNI plugin.
     #[arg(long, default_value_t = 80)]
     route_protocol: u8,
+    /// This node's IPv4 address with prefix length (default: first found, Calico's rules).
+    #[arg(long)]
+    ip: Option<String>,
+    /// This node's AS when its Node resource does not set one.
+    #[arg(long = "as")]
+    as_number: Option<u32>,
+    /// BGP listen address.
+    #[arg(long, default_value = "0.0.0.0:179")]
+    bgp_listen: std::net::SocketAddr,
+    /// Serve IPAM only: no BGP, no kernel routes (CNI-only tests, other routing daemons).
+    #[arg(long)]
+    no_bgp: bool,
+    /// Datastore poll interval of the control loop.
+    #[arg(long, default_value_t = 250)]
+    poll_ms: u64,
+    /// Full kernel route resync interval.
+    #[arg(long, default_value_t = 90)]
+    resync_s: u64,
+    /// IPAM garbage collection interval (0: off).
+    #[arg(long, default_value_t = 5)]
+    gc_interval_s: u64,
+    /// How long an allocation's owner must be gone before GC releases it.
+    #[arg(long, default_value_t = 10)]
+    gc_grace_s: u64,
     /// How often to look for deferred releases.
     #[arg(long, default_value_t = 5000)]
     sweep_interval_ms: u64,
@@ -42,9 +66,12 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: log files stay greppable.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     let ds = Datastore::open(&args.datastore).await?;
+    let ds_for_routing = ds.clone();
     let ipam = Ipam::new(ds);
     // Claims a crash left half-done are finished or rolled back before we serve.
     ipam.recover_node(&args.node).await?;
@@ -68,18 +95,83 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
-    let socket = SocketConfig::root_only(&args.socket);
-    let service = IpamService::new(ipam, args.node.clone(), socket.allowed_uids.clone());
-    tracing::info!(socket = %args.socket.display(), node = %args.node, "serving IPAM");
-    serve_unix(service, &socket, async {
+    if args.gc_interval_s > 0 {
+        let ipam = ipam.clone();
+        let owners = tortie_agent::LocalOwners {
+            node: args.node.clone(),
+            cni_data_dir: args.cni_data_dir.clone(),
+        };
+        let every = Duration::from_secs(args.gc_interval_s);
+        let grace = Duration::from_secs(args.gc_grace_s);
+        tokio::spawn(async move {
+            let mut state = tortie_ipam::gc::GcState::default();
+            loop {
+                tokio::time::sleep(every).await;
+                match ipam.gc_pass(&mut state, &owners, grace).await {
+                    Ok(r) if !r.released_handles.is_empty() || !r.released_blocks.is_empty() => {
+                        tracing::info!(handles = ?r.released_handles, blocks = ?r.released_blocks, "IPAM GC released")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "IPAM GC pass failed"),
+                }
+            }
+        });
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("signal handler");
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!(e))?;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let routing = if args.no_bgp {
+        None
+    } else {
+        let address = match &args.ip {
+            Some(a) => a
+                .parse::<tortie_api::values::InterfaceAddress>()
+                .map_err(|e| anyhow::anyhow!("--ip: {e}"))?,
+            None => {
+                let h = tortie_agent::kernel::connect()?;
+                let net = tortie_agent::kernel::first_found_ipv4(&h)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("no usable IPv4 address found; give --ip"))?;
+                tortie_api::values::InterfaceAddress(net)
+            }
+        };
+        let cfg = tortie_agent::daemon::Config {
+            node: args.node.clone(),
+            address,
+            as_number: args.as_number,
+            bgp_listen: args.bgp_listen,
+            route_protocol: args.route_protocol,
+            poll: Duration::from_millis(args.poll_ms.max(50)),
+            resync: Duration::from_secs(args.resync_s.max(1)),
+            graceful_restart_time: 120,
+            restart_settle: Duration::from_secs(60),
+        };
+        let ds = ds_for_routing;
+        let rx = stop_rx.clone();
+        Some(tokio::spawn(async move {
+            if let Err(e) = tortie_agent::daemon::run(cfg, ds, stopped(rx)).await {
+                tracing::error!(error = %e, "routing stopped");
+            }
+        }))
+    };
+    let socket = SocketConfig::root_only(&args.socket);
+    let service = IpamService::new(ipam, args.node.clone(), socket.allowed_uids.clone());
+    tracing::info!(socket = %args.socket.display(), node = %args.node, "serving IPAM");
+    serve_unix(service, &socket, stopped(stop_rx))
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(r) = routing {
+        let _ = r.await;
+    }
     Ok(())
 }

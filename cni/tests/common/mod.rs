@@ -140,6 +140,8 @@ impl Node {
             .arg("--cni-data-dir")
             .arg(self.data_dir())
             .args(["--sweep-interval-ms", "200"])
+            // The plugin's tests: IPAM only, no BGP or kernel routes of the agent's own.
+            .arg("--no-bgp")
             .args(&self.agent_args)
             .stdout(Stdio::null())
             .stderr(log)

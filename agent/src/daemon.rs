@@ -1,0 +1,333 @@
+//! The agent's control loop: datastore → BGP → kernel.
+//!
+//! Every `poll` (250 ms) the loop reads the few objects that decide this node's routing (its
+//! `Node`, the others, `BGPConfiguration`, `BGPPeer`s, its confirmed block affinities), brings
+//! the speaker's peers and originated blocks in line, and reconciles the kernel: a blackhole per
+//! owned block and a route to every other block via its best BGP next hops (ECMP). A full kernel
+//! resync (dump + plan) runs on every change of the desired routes and every `resync` (90 s).
+//!
+//! Graceful restart (RFC 4724): if the kernel already holds our routes at start, we are
+//! restarting — the speaker sets the R bit so peers keep our routes, and until BGP has
+//! converged (every peer Established and `restart_settle` passed) the reconciler only adds and
+//! replaces, never deletes, so forwarding never stops.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use tortie_api::values::InterfaceAddress;
+use tortie_api::{
+    AffinityState, BGPConfigurationSpec, BGPPeerSpec, BlockAffinitySpec, NodeBgpSpec, NodeSpec,
+    Object,
+};
+use tortie_bgpd::PathAttrs;
+use tortie_bgpd::speaker::{PeerSpec, Speaker, SpeakerConfig};
+use tortie_datastore::Datastore;
+
+use crate::kernel;
+use crate::routes::{self, Target};
+
+/// Settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Node name.
+    pub node: String,
+    /// Node IPv4 address with prefix length (its BGP identifier and session address).
+    pub address: InterfaceAddress,
+    /// AS for this node when its `Node` does not say (else the cluster's, else 64512).
+    pub as_number: Option<u32>,
+    /// BGP listen address.
+    pub bgp_listen: SocketAddr,
+    /// Protocol number of our kernel routes.
+    pub route_protocol: u8,
+    /// Datastore poll interval.
+    pub poll: Duration,
+    /// Full kernel resync interval.
+    pub resync: Duration,
+    /// Graceful-restart time we advertise.
+    pub graceful_restart_time: u16,
+    /// How long after start a restarting agent keeps stale kernel routes at most.
+    pub restart_settle: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct WantedPeer {
+    address: IpAddr,
+    port: u16,
+    remote_as: u32,
+    passive: bool,
+    password: Option<String>,
+    ttl_security: Option<u8>,
+    rr_client: bool,
+}
+
+fn node_as(cfg: &Config, node: Option<&NodeBgpSpec>, cluster: &BGPConfigurationSpec) -> u32 {
+    node.and_then(|b| b.as_number.map(|a| a.0))
+        .or(cfg.as_number)
+        .or(cluster.as_number.map(|a| a.0))
+        .unwrap_or(64512)
+}
+
+/// Runs until `shutdown` resolves. Kernel routes are left in place on the way out, so a restart
+/// does not interrupt forwarding.
+pub async fn run(
+    cfg: Config,
+    ds: Datastore,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let IpAddr::V4(router_id) = cfg.address.addr() else {
+        anyhow::bail!("node address {} is not IPv4", cfg.address);
+    };
+    // Our Node object, with the address and AS other nodes and tortiectl see.
+    let cluster = cluster_config(&ds).await?;
+    let mut node = ds
+        .get::<NodeSpec>(&cfg.node)
+        .await?
+        .unwrap_or_else(|| Object::new(cfg.node.clone(), NodeSpec::default()));
+    let mut bgp = node.spec.bgp.clone().unwrap_or_default();
+    bgp.ipv4_address = Some(cfg.address);
+    if bgp.as_number.is_none()
+        && let Some(a) = cfg.as_number
+    {
+        bgp.as_number = Some(tortie_api::values::AsNumber(a));
+    }
+    node.spec.bgp = Some(bgp.clone());
+    if node.metadata.resource_version.is_some() {
+        ds.update(node).await?;
+    } else {
+        ds.create(node).await?;
+    }
+    let local_as = node_as(&cfg, Some(&bgp), &cluster);
+
+    let kernel_handle = kernel::connect()?;
+    let existing = kernel::dump(&kernel_handle, cfg.route_protocol).await?;
+    let restarting = !existing.is_empty();
+    tracing::info!(
+        restarting,
+        kernel_routes = existing.len(),
+        "graceful-restart state"
+    );
+    let speaker = Speaker::start(SpeakerConfig {
+        local_as,
+        router_id,
+        listen: vec![cfg.bgp_listen],
+        cluster_id: bgp.route_reflector_cluster_id,
+        graceful_restart_time: cfg.graceful_restart_time,
+        restarting,
+    })
+    .await?;
+
+    let started = Instant::now();
+    let mut peers: BTreeMap<IpAddr, WantedPeer> = BTreeMap::new();
+    let mut originated: BTreeSet<IpNet> = BTreeSet::new();
+    let mut last_desired: Option<BTreeMap<IpNet, Target>> = None;
+    let mut last_resync = Instant::now();
+    let mut settled = !restarting;
+    tokio::pin!(shutdown);
+    loop {
+        let step = async {
+            let cluster = cluster_config(&ds).await?;
+            // ---- our blocks ----
+            // Originated before any peer is added: a session that comes up (after our restart
+            // too) gets our blocks before End-of-RIB, so the peer never sweeps them as stale.
+            let blocks: BTreeSet<IpNet> = ds
+                .list::<BlockAffinitySpec>(None)
+                .await?
+                .items
+                .into_iter()
+                .filter(|a| a.spec.node == cfg.node && a.spec.state == AffinityState::Confirmed)
+                .map(|a| a.spec.cidr.net())
+                .collect();
+            let gone: Vec<IpNet> = originated.difference(&blocks).copied().collect();
+            let new: Vec<(IpNet, PathAttrs)> = blocks
+                .difference(&originated)
+                .map(|b| {
+                    (
+                        *b,
+                        PathAttrs {
+                            next_hop: Some(cfg.address.addr()),
+                            ..Default::default()
+                        },
+                    )
+                })
+                .collect();
+            if !gone.is_empty() {
+                tracing::info!(?gone, "withdrawing blocks");
+                speaker.withdraw(gone).await;
+            }
+            if !new.is_empty() {
+                tracing::info!(blocks = ?new.iter().map(|b| b.0).collect::<Vec<_>>(), "announcing blocks");
+                speaker.originate(new).await;
+            }
+            originated = blocks;
+            // ---- peers ----
+            let wanted = wanted_peers(&cfg, &ds, &cluster, local_as).await?;
+            for (addr, old) in &peers {
+                if wanted.get(addr) != Some(old) {
+                    speaker.remove_peer(*addr, None).await;
+                }
+            }
+            for (addr, p) in &wanted {
+                if peers.get(addr) != Some(p) {
+                    let mut spec = PeerSpec::new(p.address, p.remote_as);
+                    spec.port = p.port;
+                    spec.passive = p.passive;
+                    spec.local_address = Some(cfg.address.addr());
+                    spec.password = p.password.clone();
+                    spec.ttl_security_hops = p.ttl_security;
+                    spec.rr_client = p.rr_client;
+                    spec.families = BTreeSet::from([tortie_bgpd::Afi::Ipv4]);
+                    if let Err(e) = speaker.add_peer(spec).await {
+                        tracing::warn!(peer = %addr, error = %e, "cannot add peer");
+                    } else {
+                        tracing::info!(peer = %addr, remote_as = p.remote_as, passive = p.passive, "peer configured");
+                    }
+                }
+            }
+            peers = wanted;
+            // Decided before the Loc-RIB is read, so that what we read includes everything
+            // the End-of-RIBs we counted brought.
+            if !settled {
+                let status = speaker.status().await;
+                // RFC 4724 §4.1: route selection waits for every peer's End-of-RIB, so the
+                // routes it brings replace the stale ones before anything is deleted.
+                let all_in = !status.is_empty()
+                    && status.iter().all(|s| {
+                        s.state == tortie_bgpd::fsm::State::Established && s.counters.end_of_rib
+                    });
+                if all_in || started.elapsed() > cfg.restart_settle {
+                    tracing::info!("BGP converged after restart; stale kernel routes may go now");
+                    settled = true;
+                }
+            }
+            // ---- kernel ----
+            let mut desired: BTreeMap<IpNet, Target> =
+                originated.iter().map(|b| (*b, Target::Blackhole)).collect();
+            for (prefix, hops) in speaker.loc_rib().await {
+                if originated.contains(&prefix) || hops.is_empty() {
+                    continue;
+                }
+                let hops: Vec<IpAddr> = hops
+                    .into_iter()
+                    .filter(|h| !h.is_unspecified() && *h != cfg.address.addr())
+                    .collect();
+                if !hops.is_empty() {
+                    desired.insert(prefix, Target::via(hops));
+                }
+            }
+            if last_desired.as_ref() != Some(&desired) || last_resync.elapsed() > cfg.resync {
+                let actual = kernel::dump(&kernel_handle, cfg.route_protocol).await?;
+                let mut ops = routes::plan(&desired, &actual);
+                if !settled {
+                    ops.retain(|op| matches!(op, routes::Op::Replace(..)));
+                }
+                if !ops.is_empty() {
+                    tracing::info!(changes = ops.len(), "reconciling kernel routes");
+                }
+                let protocol = cfg.route_protocol;
+                let failed =
+                    tokio::task::spawn_blocking(move || kernel::apply(&ops, protocol)).await??;
+                for (op, why) in &failed {
+                    tracing::warn!(?op, %why, "route change failed; next resync retries");
+                }
+                last_resync = Instant::now();
+                // Stale routes kept during a restart mean we are not converged yet: look again.
+                last_desired = if failed.is_empty() && settled {
+                    Some(desired)
+                } else {
+                    None
+                };
+            }
+            anyhow::Ok(())
+        };
+        if let Err(e) = step.await {
+            tracing::warn!(error = %e, "control loop step failed; retrying");
+        }
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(cfg.poll) => {}
+        }
+    }
+    // Sessions must close without a NOTIFICATION, so that peers keep our routes for the restart
+    // time while our kernel routes stay (RFC 4724 §4.1). Dropping the speaker would stop its
+    // peer tasks with Cease/"peer de-configured"; instead it is kept alive until the process
+    // exits, and the kernel closes the sockets.
+    std::mem::forget(speaker);
+    Ok(())
+}
+
+async fn cluster_config(ds: &Datastore) -> anyhow::Result<BGPConfigurationSpec> {
+    Ok(ds
+        .get::<BGPConfigurationSpec>("default")
+        .await?
+        .map(|o| o.spec)
+        .unwrap_or_default())
+}
+
+/// The sessions this node should have: the full iBGP mesh (when enabled) to every other node
+/// with an address — the higher address waits passively so that only one connection is made —
+/// and the `BGPPeer`s that apply to this node (global ones and those naming it).
+async fn wanted_peers(
+    cfg: &Config,
+    ds: &Datastore,
+    cluster: &BGPConfigurationSpec,
+    local_as: u32,
+) -> anyhow::Result<BTreeMap<IpAddr, WantedPeer>> {
+    let mut out = BTreeMap::new();
+    let nodes = ds.list::<NodeSpec>(None).await?.items;
+    let me = cfg.address.addr();
+    if cluster.node_to_node_mesh_enabled.unwrap_or(true) {
+        for n in &nodes {
+            if n.metadata.name == cfg.node {
+                continue;
+            }
+            let Some(addr) = n.spec.bgp.as_ref().and_then(|b| b.ipv4_address) else {
+                continue;
+            };
+            let theirs = addr.addr();
+            out.insert(
+                theirs,
+                WantedPeer {
+                    address: theirs,
+                    port: 179,
+                    remote_as: node_as(cfg, n.spec.bgp.as_ref(), cluster),
+                    passive: me > theirs,
+                    password: None,
+                    ttl_security: None,
+                    rr_client: false,
+                },
+            );
+        }
+    }
+    for p in ds.list::<BGPPeerSpec>(None).await?.items {
+        let applies = match (&p.spec.node, &p.spec.node_selector) {
+            (Some(n), _) => *n == cfg.node,
+            (None, None) => true,
+            (None, Some(_)) => false, // node selectors: with the Kubernetes issue
+        };
+        let Some(peer) = p.spec.peer_ip else { continue };
+        if !applies || peer.ip == me {
+            continue;
+        }
+        let password = match p.spec.password.as_ref().and_then(|s| s.file.as_ref()) {
+            Some(f) => std::fs::read_to_string(f)
+                .ok()
+                .map(|s| s.trim_end().to_string()),
+            None => None,
+        };
+        out.insert(
+            peer.ip,
+            WantedPeer {
+                address: peer.ip,
+                port: peer.port.unwrap_or(179),
+                remote_as: p.spec.as_number.map(|a| a.0).unwrap_or(local_as),
+                passive: false,
+                password,
+                ttl_security: p.spec.ttl_security,
+                rr_client: false,
+            },
+        );
+    }
+    Ok(out)
+}
