@@ -300,34 +300,89 @@ async fn wanted_peers(
             );
         }
     }
+    let my_labels = nodes
+        .iter()
+        .find(|n| n.metadata.name == cfg.node)
+        .map(|n| n.metadata.labels.clone())
+        .unwrap_or_default();
+    let my_cluster = nodes
+        .iter()
+        .find(|n| n.metadata.name == cfg.node)
+        .and_then(|n| n.spec.bgp.as_ref())
+        .and_then(|b| b.route_reflector_cluster_id);
+    let selects = |sel: &Option<tortie_api::values::LabelSelector>,
+                   labels: &BTreeMap<String, String>| match sel {
+        Some(s) => s.matches(labels),
+        None => false,
+    };
     for p in ds.list::<BGPPeerSpec>(None).await?.items {
-        let applies = match (&p.spec.node, &p.spec.node_selector) {
+        let s = &p.spec;
+        let node_side = match (&s.node, &s.node_selector) {
             (Some(n), _) => *n == cfg.node,
+            (None, Some(sel)) => sel.matches(&my_labels),
             (None, None) => true,
-            (None, Some(_)) => false, // node selectors: with the Kubernetes issue
         };
-        let Some(peer) = p.spec.peer_ip else { continue };
-        if !applies || peer.ip == me {
+        if let Some(peer) = s.peer_ip {
+            // An explicit peer (a ToR, an external router).
+            if !node_side || peer.ip == me {
+                continue;
+            }
+            let password = match s.password.as_ref().and_then(|p| p.file.as_ref()) {
+                Some(f) => std::fs::read_to_string(f)
+                    .ok()
+                    .map(|s| s.trim_end().to_string()),
+                None => None,
+            };
+            out.insert(
+                peer.ip,
+                WantedPeer {
+                    address: peer.ip,
+                    port: peer.port.unwrap_or(179),
+                    remote_as: s.as_number.map(|a| a.0).unwrap_or(local_as),
+                    passive: false,
+                    password,
+                    ttl_security: s.ttl_security,
+                    rr_client: false,
+                },
+            );
             continue;
         }
-        let password = match p.spec.password.as_ref().and_then(|s| s.file.as_ref()) {
-            Some(f) => std::fs::read_to_string(f)
-                .ok()
-                .map(|s| s.trim_end().to_string()),
-            None => None,
-        };
-        out.insert(
-            peer.ip,
-            WantedPeer {
-                address: peer.ip,
-                port: peer.port.unwrap_or(179),
-                remote_as: p.spec.as_number.map(|a| a.0).unwrap_or(local_as),
-                passive: false,
-                password,
-                ttl_security: p.spec.ttl_security,
-                rr_client: false,
-            },
-        );
+        // Node-to-node peerings by selector are symmetric (as in Calico): a node selected by
+        // `nodeSelector` peers with the nodes `peerSelector` selects, and the other way round.
+        let peer_side = selects(&s.peer_selector, &my_labels);
+        for n in &nodes {
+            if n.metadata.name == cfg.node {
+                continue;
+            }
+            let Some(addr) = n.spec.bgp.as_ref().and_then(|b| b.ipv4_address) else {
+                continue;
+            };
+            let their_node_side = match (&s.node, &s.node_selector) {
+                (Some(x), _) => *x == n.metadata.name,
+                (None, Some(sel)) => sel.matches(&n.metadata.labels),
+                (None, None) => true,
+            };
+            let wanted = (node_side && selects(&s.peer_selector, &n.metadata.labels))
+                || (peer_side && their_node_side);
+            if !wanted {
+                continue;
+            }
+            let their_cluster = n.spec.bgp.as_ref().and_then(|b| b.route_reflector_cluster_id);
+            let theirs = addr.addr();
+            out.insert(
+                theirs,
+                WantedPeer {
+                    address: theirs,
+                    port: 179,
+                    remote_as: node_as(cfg, n.spec.bgp.as_ref(), cluster),
+                    passive: me > theirs,
+                    password: None,
+                    ttl_security: None,
+                    // RFC 4456: a reflector's peers outside its cluster are its clients.
+                    rr_client: my_cluster.is_some() && their_cluster != my_cluster,
+                },
+            );
+        }
     }
     Ok(out)
 }

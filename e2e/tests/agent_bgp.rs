@@ -168,7 +168,9 @@ const AGENT_ARGS: &[&str] = &[
 struct Cluster {
     lab: Lab,
     tor: String,
-    nodes: [String; 2],
+    nodes: Vec<String>,
+    /// Each node's address and AS.
+    addrs: Vec<(String, String)>,
     ds: String,
 }
 
@@ -245,7 +247,11 @@ impl Cluster {
         let mut c = Cluster {
             lab,
             tor,
-            nodes: [n1, n2],
+            nodes: vec![n1, n2],
+            addrs: vec![
+                ("198.18.1.1/24".into(), "64512".into()),
+                ("198.18.2.1/24".into(), "64513".into()),
+            ],
             ds,
         };
         c.start_agent(0);
@@ -254,7 +260,7 @@ impl Cluster {
     }
 
     fn start_agent(&mut self, i: usize) {
-        let (ip, asn) = [("198.18.1.1/24", "64512"), ("198.18.2.1/24", "64513")][i];
+        let (ip, asn) = self.addrs[i].clone();
         let node = format!("node-{}", i + 1);
         let agent = bin("tortie-agent");
         let sock = self.lab.path(&format!("{node}.sock"));
@@ -267,9 +273,9 @@ impl Cluster {
             "--node".into(),
             node.clone(),
             "--ip".into(),
-            ip.into(),
+            ip,
             "--as".into(),
-            asn.into(),
+            asn,
             "--socket".into(),
             sock.display().to_string(),
             "--cni-data-dir".into(),
@@ -518,4 +524,103 @@ async fn two_nodes_and_a_bird_tor() {
     );
     // The node's other block (with pods) stays.
     assert!(c.kernel_route(1, &block_a).contains("via"));
+}
+
+/// Four nodes on one switch (a bridge in its own namespace: the underlay, not the pod network),
+/// node-to-node mesh off, node-1 a route reflector selected by label, one `BGPPeer` making every
+/// node peer with it (Calico's pattern). Every node ends up with every other node's block, via
+/// that node's own address (the reflector keeps next hops), and pods talk across nodes.
+#[tokio::test(flavor = "multi_thread")]
+async fn four_nodes_one_route_reflector() {
+    let mut lab = Lab::new();
+    lab.prefix = format!("{}r", lab.prefix);
+    let sw = lab.ns("sw");
+    must(&format!(
+        "ip -n {sw} link add br0 type bridge && ip -n {sw} link set br0 up"
+    ));
+    let mut nodes = Vec::new();
+    let mut addrs = Vec::new();
+    for i in 1..=4 {
+        let n = lab.ns(&format!("n{i}"));
+        let link = format!("{}v{i}", lab.prefix);
+        must(&format!(
+            "ip link add {link}a netns {n} type veth peer name {link}b netns {sw} && \
+             ip -n {n} addr add 198.18.10.{i}/24 dev {link}a && ip -n {n} link set {link}a up && \
+             ip -n {sw} link set {link}b master br0 && ip -n {sw} link set {link}b up && \
+             ip -n {n} route add default via 198.18.10.254 dev {link}a onlink"
+        ));
+        nodes.push(n);
+        addrs.push((format!("198.18.10.{i}/24"), "64512".to_string()));
+    }
+    let ds = format!("sqlite://{}", lab.path("ds.db").display());
+    let store = tortie_datastore::Datastore::open(&ds).await.unwrap();
+    let mut pool = tortie_api::IPPoolSpec::new("10.244.0.0/16".parse().unwrap());
+    pool.block_size = Some(30);
+    store
+        .create(tortie_api::Object::new("pool", pool))
+        .await
+        .unwrap();
+    let cfg: tortie_api::BGPConfigurationSpec =
+        serde_json::from_value(json!({"nodeToNodeMeshEnabled": false, "asNumber": 64512})).unwrap();
+    store
+        .create(tortie_api::Object::new("default", cfg))
+        .await
+        .unwrap();
+    let rr: tortie_api::NodeSpec =
+        serde_json::from_value(json!({"bgp": {"routeReflectorClusterID": "244.0.0.1"}})).unwrap();
+    let mut rr = tortie_api::Object::new("node-1", rr);
+    rr.metadata
+        .labels
+        .insert("route-reflector".into(), "true".into());
+    store.create(rr).await.unwrap();
+    let peering: tortie_api::BGPPeerSpec = serde_json::from_value(json!({
+        "nodeSelector": "all()", "peerSelector": "route-reflector == 'true'"
+    }))
+    .unwrap();
+    store
+        .create(tortie_api::Object::new("peer-with-reflectors", peering))
+        .await
+        .unwrap();
+    let mut c = Cluster {
+        lab,
+        tor: sw,
+        nodes,
+        addrs,
+        ds,
+    };
+    for i in 0..4 {
+        c.start_agent(i);
+    }
+    let mut pods = Vec::new();
+    for i in 0..4 {
+        pods.push(c.pod(i, &format!("p{i}")));
+    }
+    for (i, (_, ip)) in pods.iter().enumerate() {
+        let block = block_of(ip);
+        let owner = format!("198.18.10.{}", i + 1);
+        for j in 0..4 {
+            if j == i {
+                continue;
+            }
+            wait_for(
+                Duration::from_secs(10),
+                &format!("node-{} has node-{}'s block", j + 1, i + 1),
+                || {
+                    c.kernel_route(j, &block)
+                        .contains(&format!("via {owner}"))
+                        .then_some(())
+                },
+            );
+        }
+    }
+    // Clients peer only with the reflector: node-2's agent configured exactly one peer.
+    let log = c.lab.log("agent-node-2.log");
+    assert_eq!(log.matches("peer configured").count(), 1, "{log}");
+    assert!(log.contains("peer=198.18.10.1"), "{log}");
+    let (pod2, _) = &pods[1];
+    let (_, ip3) = &pods[2];
+    assert!(
+        sh(&format!("ip netns exec {pod2} ping -c2 -W2 {ip3}")).0,
+        "pod on node-2 → pod on node-3"
+    );
 }
