@@ -257,6 +257,26 @@ pub async fn run(
     Ok(())
 }
 
+/// A session to another node (iBGP or eBGP by their AS); the higher address waits passively,
+/// so that the two ends make one connection between them.
+fn node_peer(
+    cfg: &Config,
+    cluster: &BGPConfigurationSpec,
+    n: &Object<NodeSpec>,
+    rr_client: bool,
+) -> Option<WantedPeer> {
+    let theirs = n.spec.bgp.as_ref()?.ipv4_address?.addr();
+    Some(WantedPeer {
+        address: theirs,
+        port: 179,
+        remote_as: node_as(cfg, n.spec.bgp.as_ref(), cluster),
+        passive: cfg.address.addr() > theirs,
+        password: None,
+        ttl_security: None,
+        rr_client,
+    })
+}
+
 async fn cluster_config(ds: &Datastore) -> anyhow::Result<BGPConfigurationSpec> {
     Ok(ds
         .get::<BGPConfigurationSpec>("default")
@@ -282,22 +302,9 @@ async fn wanted_peers(
             if n.metadata.name == cfg.node {
                 continue;
             }
-            let Some(addr) = n.spec.bgp.as_ref().and_then(|b| b.ipv4_address) else {
-                continue;
-            };
-            let theirs = addr.addr();
-            out.insert(
-                theirs,
-                WantedPeer {
-                    address: theirs,
-                    port: 179,
-                    remote_as: node_as(cfg, n.spec.bgp.as_ref(), cluster),
-                    passive: me > theirs,
-                    password: None,
-                    ttl_security: None,
-                    rr_client: false,
-                },
-            );
+            if let Some(p) = node_peer(cfg, cluster, n, false) {
+                out.insert(p.address, p);
+            }
         }
     }
     let my_labels = nodes
@@ -354,9 +361,6 @@ async fn wanted_peers(
             if n.metadata.name == cfg.node {
                 continue;
             }
-            let Some(addr) = n.spec.bgp.as_ref().and_then(|b| b.ipv4_address) else {
-                continue;
-            };
             let their_node_side = match (&s.node, &s.node_selector) {
                 (Some(x), _) => *x == n.metadata.name,
                 (None, Some(sel)) => sel.matches(&n.metadata.labels),
@@ -367,21 +371,16 @@ async fn wanted_peers(
             if !wanted {
                 continue;
             }
-            let their_cluster = n.spec.bgp.as_ref().and_then(|b| b.route_reflector_cluster_id);
-            let theirs = addr.addr();
-            out.insert(
-                theirs,
-                WantedPeer {
-                    address: theirs,
-                    port: 179,
-                    remote_as: node_as(cfg, n.spec.bgp.as_ref(), cluster),
-                    passive: me > theirs,
-                    password: None,
-                    ttl_security: None,
-                    // RFC 4456: a reflector's peers outside its cluster are its clients.
-                    rr_client: my_cluster.is_some() && their_cluster != my_cluster,
-                },
-            );
+            let their_cluster = n
+                .spec
+                .bgp
+                .as_ref()
+                .and_then(|b| b.route_reflector_cluster_id);
+            // RFC 4456: a reflector's peers outside its cluster are its clients.
+            let client = my_cluster.is_some() && their_cluster != my_cluster;
+            if let Some(p) = node_peer(cfg, cluster, n, client) {
+                out.insert(p.address, p);
+            }
         }
     }
     Ok(out)

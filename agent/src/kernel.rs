@@ -17,7 +17,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::AddressFamily;
-use netlink_packet_route::link::LinkAttribute;
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteNextHop, RouteProtocol, RouteType,
 };
@@ -49,9 +49,8 @@ pub fn connect() -> Result<Handle, KernelError> {
 }
 
 /// Interface indexes of pod veths (`cali…`): routes through them are the CNI plugin's.
-async fn pod_links(h: &Handle) -> Result<HashSet<u32>, KernelError> {
-    let links: Vec<_> = h
-        .link()
+async fn links(h: &Handle) -> Result<Vec<LinkMessage>, KernelError> {
+    h.link()
         .get()
         .execute()
         .try_collect()
@@ -59,9 +58,13 @@ async fn pod_links(h: &Handle) -> Result<HashSet<u32>, KernelError> {
         .map_err(|source| KernelError::Netlink {
             what: "list links".into(),
             source,
-        })?;
-    Ok(links
-        .iter()
+        })
+}
+
+async fn pod_links(h: &Handle) -> Result<HashSet<u32>, KernelError> {
+    Ok(links(h)
+        .await?
+        .into_iter()
         .filter(|l| {
             l.attributes
                 .iter()
@@ -76,16 +79,7 @@ async fn pod_links(h: &Handle) -> Result<HashSet<u32>, KernelError> {
 pub async fn first_found_ipv4(h: &Handle) -> Result<Option<ipnet::IpNet>, KernelError> {
     use netlink_packet_route::address::AddressAttribute;
     use netlink_packet_route::link::LinkFlags;
-    let links: Vec<_> = h
-        .link()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|source| KernelError::Netlink {
-            what: "list links".into(),
-            source,
-        })?;
+    let links = links(h).await?;
     let excluded = [
         "lo", "cali", "docker", "virbr", "cni", "podman", "veth", "tortie",
     ];

@@ -17,46 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-
-fn sh(cmd: &str) -> (bool, String) {
-    let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-fn must(cmd: &str) -> String {
-    let (ok, out) = sh(cmd);
-    assert!(ok, "{cmd}: {out}");
-    out
-}
-
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(
-        p.exists(),
-        "{} missing: cargo test --workspace builds it",
-        p.display()
-    );
-    p
-}
-
-fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use tortie_e2e::testkit::{must, sh, wait_for, workspace_bin};
 
 struct Lab {
     prefix: String,
@@ -262,7 +223,7 @@ impl Cluster {
     fn start_agent(&mut self, i: usize) {
         let (ip, asn) = self.addrs[i].clone();
         let node = format!("node-{}", i + 1);
-        let agent = bin("tortie-agent");
+        let agent = workspace_bin("tortie-agent");
         let sock = self.lab.path(&format!("{node}.sock"));
         let data = self.lab.path(&format!("{node}-cni"));
         let _ = std::fs::remove_file(&sock);
@@ -318,7 +279,7 @@ impl Cluster {
         use std::io::Write;
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.nodes[i]])
-            .arg(bin("tortie"))
+            .arg(workspace_bin("tortie"))
             .env("CNI_COMMAND", cmd)
             .env("CNI_CONTAINERID", pod)
             .env("CNI_NETNS", netns)

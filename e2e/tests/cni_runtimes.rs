@@ -25,6 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tortie_e2e::testkit::{must, sh, target_profile_dir, workspace_bin};
 
 const POOL: &str = "10.244.0.0/16";
 const POOL6: &str = "fd00:10:244::/48";
@@ -32,42 +33,6 @@ const NET: &str = "k8s-pod-network";
 const HOST_IP: &str = "198.18.100.1";
 const CLIENT_IP: &str = "198.18.100.254";
 const HOSTPORT: &str = "18080";
-
-fn sh(cmd: &str) -> (bool, String) {
-    let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-fn must(cmd: &str) -> String {
-    let (ok, out) = sh(cmd);
-    assert!(ok, "{cmd}: {out}");
-    out
-}
-
-/// `target/<profile>/`, where `cargo test --workspace` puts every package's binaries.
-fn target_profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/cni_runtimes-<hash>
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
-}
-
-fn workspace_bin(name: &str) -> PathBuf {
-    let p = target_profile_dir().join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: build the workspace first (`cargo test --workspace` or \
-         `cargo build -p tortie-cni -p tortie-agent`)",
-        p.display()
-    );
-    p
-}
 
 fn scripts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("cni")
