@@ -18,14 +18,14 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use tortie_api::values::InterfaceAddress;
 use tortie_api::{
-    AffinityState, BGPConfigurationSpec, BGPPeerSpec, BlockAffinitySpec, NodeBgpSpec, NodeSpec,
-    Object,
+    AffinityState, BGPConfigurationSpec, BGPPeerSpec, BlockAffinitySpec, EncapMode, IPPoolSpec,
+    NodeBgpSpec, NodeSpec, Object,
 };
 use tortie_bgpd::PathAttrs;
 use tortie_bgpd::speaker::{PeerSpec, Speaker, SpeakerConfig};
 use tortie_datastore::Datastore;
 
-use crate::kernel;
+use crate::{kernel, vxlan};
 use crate::routes::{self, Target};
 
 /// Settings.
@@ -118,6 +118,10 @@ pub async fn run(
     })
     .await?;
 
+    let ipam = tortie_ipam::Ipam::new(ds.clone());
+    let mut vxlan_device: Option<u32> = None;
+    let mut vxlan_endpoints: BTreeMap<String, (std::net::Ipv4Addr, [u8; 6], std::net::Ipv4Addr)> =
+        BTreeMap::new();
     let started = Instant::now();
     let mut peers: BTreeMap<IpAddr, WantedPeer> = BTreeMap::new();
     let mut originated: BTreeSet<IpNet> = BTreeSet::new();
@@ -131,13 +135,18 @@ pub async fn run(
             // ---- our blocks ----
             // Originated before any peer is added: a session that comes up (after our restart
             // too) gets our blocks before End-of-RIB, so the peer never sweeps them as stale.
-            let blocks: BTreeSet<IpNet> = ds
+            let affinities: Vec<BlockAffinitySpec> = ds
                 .list::<BlockAffinitySpec>(None)
                 .await?
                 .items
                 .into_iter()
-                .filter(|a| a.spec.node == cfg.node && a.spec.state == AffinityState::Confirmed)
-                .map(|a| a.spec.cidr.net())
+                .filter(|a| a.spec.state == AffinityState::Confirmed)
+                .map(|a| a.spec)
+                .collect();
+            let blocks: BTreeSet<IpNet> = affinities
+                .iter()
+                .filter(|a| a.node == cfg.node)
+                .map(|a| a.cidr.net())
                 .collect();
             let gone: Vec<IpNet> = originated.difference(&blocks).copied().collect();
             let new: Vec<(IpNet, PathAttrs)> = blocks
@@ -216,6 +225,54 @@ pub async fn run(
                     desired.insert(prefix, Target::via(hops));
                 }
             }
+            // VXLAN pools: their blocks on other nodes route through the tunnel (or, in
+            // CrossSubnet mode within our subnet, straight), whatever BGP says.
+            let pools = ds.list::<IPPoolSpec>(None).await?.items;
+            let vxlan_pools: Vec<&Object<IPPoolSpec>> = pools
+                .iter()
+                .filter(|p| p.spec.vxlan_mode != EncapMode::Never)
+                .collect();
+            if !vxlan_pools.is_empty() {
+                let index = match vxlan_device {
+                    Some(i) => i,
+                    None => {
+                        let i = setup_vxlan(&cfg, &ds, &ipam, &kernel_handle, &vxlan_pools).await?;
+                        vxlan_device = Some(i);
+                        i
+                    }
+                };
+                let nodes = ds.list::<NodeSpec>(None).await?.items;
+                let mut endpoints = BTreeMap::new();
+                for n in nodes.iter().filter(|n| n.metadata.name != cfg.node) {
+                    let (Some(tunnel), Some(mac), Some(IpAddr::V4(underlay))) = (
+                        n.spec.ipv4_vxlan_tunnel_addr,
+                        n.spec.vxlan_tunnel_mac_addr.as_deref().and_then(vxlan::parse_mac),
+                        n.spec.bgp.as_ref().and_then(|b| b.ipv4_address).map(|a| a.addr()),
+                    ) else {
+                        continue;
+                    };
+                    if vxlan_endpoints.get(&n.metadata.name) != Some(&(tunnel, mac, underlay)) {
+                        vxlan::ensure_peer(&kernel_handle, index, tunnel, mac, underlay).await?;
+                    }
+                    endpoints.insert(n.metadata.name.clone(), (tunnel, mac, underlay));
+                }
+                for a in affinities.iter().filter(|a| a.node != cfg.node) {
+                    let Some(pool) = vxlan_pools.iter().find(|p| p.spec.cidr.net().contains(&a.cidr.net())) else {
+                        continue;
+                    };
+                    let Some((tunnel, _, underlay)) = endpoints.get(&a.node) else {
+                        continue;
+                    };
+                    let same_subnet = cfg.address.0.contains(&IpAddr::V4(*underlay));
+                    let target = if pool.spec.vxlan_mode == EncapMode::CrossSubnet && same_subnet {
+                        Target::via(vec![IpAddr::V4(*underlay)])
+                    } else {
+                        Target::Onlink(IpAddr::V4(*tunnel), index)
+                    };
+                    desired.insert(a.cidr.net(), target);
+                }
+                vxlan_endpoints = endpoints;
+            }
             if last_desired.as_ref() != Some(&desired) || last_resync.elapsed() > cfg.resync {
                 let actual = kernel::dump(&kernel_handle, cfg.route_protocol).await?;
                 let mut ops = routes::plan(&desired, &actual);
@@ -275,6 +332,63 @@ fn node_peer(
         ttl_security: None,
         rr_client,
     })
+}
+
+/// This node's VXLAN endpoint: a tunnel address from a VXLAN pool (kept across restarts by its
+/// IPAM handle), the device, and both published on our `Node`. Returns the device's index.
+async fn setup_vxlan(
+    cfg: &Config,
+    ds: &Datastore,
+    ipam: &tortie_ipam::Ipam,
+    h: &rtnetlink::Handle,
+    pools: &[&Object<IPPoolSpec>],
+) -> anyhow::Result<u32> {
+    let IpAddr::V4(underlay) = cfg.address.addr() else {
+        anyhow::bail!("VXLAN needs an IPv4 node address");
+    };
+    let handle = format!("vxlan-tunnel-addr-{}", cfg.node);
+    let tunnel = match ipam.get(&handle).await?.first() {
+        Some(a) => a.ip,
+        None => {
+            ipam.allocate(&tortie_ipam::AllocateRequest {
+                handle_id: handle.clone(),
+                node: cfg.node.clone(),
+                attributes: BTreeMap::from([("type".to_string(), "vxlanTunnelAddress".to_string())]),
+                num_ipv4: 1,
+                num_ipv6: 0,
+                pools: pools.iter().map(|p| p.metadata.name.clone()).collect(),
+                addresses: Vec::new(),
+                usage: Some(tortie_api::AllowedUse::Tunnel),
+            })
+            .await?
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("IPAM gave no VXLAN tunnel address"))?
+            .ip
+        }
+    };
+    let IpAddr::V4(tunnel) = tunnel else {
+        anyhow::bail!("VXLAN tunnel address {tunnel} is not IPv4");
+    };
+    let mac = vxlan::mac_for(&cfg.node);
+    let mut node = ds
+        .get::<NodeSpec>(&cfg.node)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("our Node is gone"))?;
+    let mac_text = vxlan::mac_string(&mac);
+    if node.spec.ipv4_vxlan_tunnel_addr != Some(tunnel)
+        || node.spec.vxlan_tunnel_mac_addr.as_deref() != Some(&mac_text)
+    {
+        node.spec.ipv4_vxlan_tunnel_addr = Some(tunnel);
+        node.spec.vxlan_tunnel_mac_addr = Some(mac_text);
+        ds.update(node).await?;
+    }
+    let mtu = tortie_cni::dataplane::uplink_mtu(h)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .unwrap_or(1500);
+    let index = vxlan::ensure_device(h, underlay, tunnel, mac, mtu - vxlan::OVERHEAD).await?;
+    tracing::info!(%tunnel, mac = %vxlan::mac_string(&mac), "VXLAN endpoint ready");
+    Ok(index)
 }
 
 async fn cluster_config(ds: &Datastore) -> anyhow::Result<BGPConfigurationSpec> {

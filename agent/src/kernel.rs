@@ -19,7 +19,8 @@ use ipnet::IpNet;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteMessage, RouteNextHop, RouteProtocol, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteNextHop, RouteProtocol,
+    RouteType,
 };
 use rtnetlink::{Handle, RouteMessageBuilder, RouteNextHopBuilder};
 
@@ -183,6 +184,17 @@ fn parse(r: &RouteMessage, pods: &HashSet<u32>) -> Option<(IpNet, Target)> {
     if oif.is_some_and(|i| pods.contains(&i)) {
         return None;
     }
+    if r.header.flags.contains(RouteFlags::Onlink)
+        && let (Some(i), Some(gw)) = (
+            oif,
+            r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Gateway(g) => addr(g),
+                _ => None,
+            }),
+        )
+    {
+        return Some((net, Target::Onlink(gw, i)));
+    }
     let mut hops: Vec<IpAddr> = r
         .attributes
         .iter()
@@ -217,6 +229,11 @@ fn message(net: IpNet, target: &Target, protocol: u8) -> RouteMessage {
     };
     match target {
         Target::Blackhole => msg.header.kind = RouteType::BlackHole,
+        Target::Onlink(gw, index) => {
+            msg.attributes.push(RouteAttribute::Gateway((*gw).into()));
+            msg.attributes.push(RouteAttribute::Oif(*index));
+            msg.header.flags |= RouteFlags::Onlink;
+        }
         Target::Via(hops) if hops.len() == 1 => {
             msg.attributes.push(RouteAttribute::Gateway(hops[0].into()));
         }

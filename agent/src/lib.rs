@@ -7,6 +7,7 @@
 pub mod daemon;
 pub mod kernel;
 pub mod routes;
+pub mod vxlan;
 
 use std::path::Path;
 

@@ -18,6 +18,9 @@ pub enum Target {
     Blackhole,
     /// Via these next hops (ECMP when more than one), sorted.
     Via(Vec<IpAddr>),
+    /// Via a next hop on this interface, taken as directly reachable (`onlink`): a remote
+    /// node's VXLAN tunnel address on our VXLAN device.
+    Onlink(IpAddr, u32),
 }
 
 impl Target {

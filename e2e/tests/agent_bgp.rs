@@ -585,3 +585,133 @@ async fn four_nodes_one_route_reflector() {
         "pod on node-2 → pod on node-3"
     );
 }
+
+/// VXLAN in CrossSubnet mode: nodes 1 and 2 share a subnet, node 3 is behind a router. Blocks
+/// of the same subnet route straight to the node (no encapsulation: the VXLAN device's counters
+/// do not move); across subnets through the tunnel. No BGP at all: VXLAN routes come from the
+/// datastore (blocks, and each node's tunnel address and MAC).
+#[tokio::test(flavor = "multi_thread")]
+async fn vxlan_cross_subnet() {
+    let mut lab = Lab::new();
+    lab.prefix = format!("{}v", lab.prefix);
+    let sw = lab.ns("sw");
+    let router = lab.ns("rt");
+    must(&format!(
+        "ip -n {sw} link add br20 type bridge && ip -n {sw} link set br20 up && \
+         ip -n {sw} link add br21 type bridge && ip -n {sw} link set br21 up"
+    ));
+    let plug = |ns: &str, addr: &str, bridge: &str, link: &str| {
+        must(&format!(
+            "ip link add {link}a netns {ns} type veth peer name {link}b netns {sw} && \
+             ip -n {ns} addr add {addr} dev {link}a && ip -n {ns} link set {link}a up && \
+             ip -n {sw} link set {link}b master {bridge} && ip -n {sw} link set {link}b up"
+        ));
+    };
+    let p = lab.prefix.clone();
+    plug(&router, "198.18.20.254/24", "br20", &format!("{p}ra"));
+    plug(&router, "198.18.21.254/24", "br21", &format!("{p}rb"));
+    let mut nodes = Vec::new();
+    let mut addrs = Vec::new();
+    for (i, (addr, bridge, gw)) in [
+        ("198.18.20.1/24", "br20", "198.18.20.254"),
+        ("198.18.20.2/24", "br20", "198.18.20.254"),
+        ("198.18.21.1/24", "br21", "198.18.21.254"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let n = lab.ns(&format!("n{}", i + 1));
+        plug(&n, addr, bridge, &format!("{p}n{i}"));
+        must(&format!("ip -n {n} route add default via {gw}"));
+        nodes.push(n);
+        addrs.push((addr.to_string(), "64512".to_string()));
+    }
+    let ds = format!("sqlite://{}", lab.path("ds.db").display());
+    let store = tortie_datastore::Datastore::open(&ds).await.unwrap();
+    let pool: tortie_api::IPPoolSpec = serde_json::from_value(json!({
+        "cidr": "10.244.0.0/16", "blockSize": 30, "vxlanMode": "CrossSubnet"
+    }))
+    .unwrap();
+    store
+        .create(tortie_api::Object::new("pool", pool))
+        .await
+        .unwrap();
+    let cfg: tortie_api::BGPConfigurationSpec =
+        serde_json::from_value(json!({"nodeToNodeMeshEnabled": false})).unwrap();
+    store
+        .create(tortie_api::Object::new("default", cfg))
+        .await
+        .unwrap();
+    let mut c = Cluster {
+        lab,
+        tor: router,
+        nodes,
+        addrs,
+        ds,
+    };
+    for i in 0..3 {
+        c.start_agent(i);
+    }
+    let pods: Vec<(String, String)> = (0..3).map(|i| c.pod(i, &format!("q{i}"))).collect();
+    let (b2, b3) = (block_of(&pods[1].1), block_of(&pods[2].1));
+    wait_for(
+        Duration::from_secs(10),
+        "node-1: node-2's block direct",
+        || {
+            c.kernel_route(0, &b2)
+                .contains("via 198.18.20.2 dev")
+                .then_some(())
+        },
+    );
+    let r = wait_for(
+        Duration::from_secs(10),
+        "node-1: node-3's block through VXLAN",
+        || {
+            let r = c.kernel_route(0, &b3);
+            r.contains("dev vxlan.tortie").then_some(r)
+        },
+    );
+    assert!(r.contains("onlink"), "{r}");
+    let tx = |c: &Cluster| -> u64 {
+        let out = must(&format!(
+            "ip -n {} -s -j link show vxlan.tortie",
+            c.nodes[0]
+        ));
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v[0]["stats64"]["tx"]["packets"].as_u64().unwrap()
+    };
+    let before = tx(&c);
+    assert!(
+        sh(&format!(
+            "ip netns exec {} ping -c3 -W2 {}",
+            pods[0].0, pods[1].1
+        ))
+        .0,
+        "same subnet: pod 1 → pod 2"
+    );
+    assert_eq!(
+        tx(&c),
+        before,
+        "same-subnet traffic went through the tunnel"
+    );
+    assert!(
+        sh(&format!(
+            "ip netns exec {} ping -c3 -W2 {}",
+            pods[0].0, pods[2].1
+        ))
+        .0,
+        "across subnets: pod 1 → pod 3"
+    );
+    assert!(
+        tx(&c) >= before + 3,
+        "cross-subnet traffic was not encapsulated"
+    );
+    assert!(
+        sh(&format!(
+            "ip netns exec {} ping -c2 -W2 {}",
+            pods[2].0, pods[1].1
+        ))
+        .0,
+        "across subnets: pod 3 → pod 2"
+    );
+}

@@ -38,6 +38,20 @@ pub struct NodeSpec {
     /// BGP settings; absent on nodes that do not run BGP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp: Option<NodeBgpSpec>,
+    /// The node's VXLAN tunnel endpoint address (allocated by the agent from a VXLAN pool).
+    #[serde(
+        default,
+        rename = "ipv4VXLANTunnelAddr",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ipv4_vxlan_tunnel_addr: Option<std::net::Ipv4Addr>,
+    /// MAC address of the node's VXLAN device.
+    #[serde(
+        default,
+        rename = "vxlanTunnelMACAddr",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub vxlan_tunnel_mac_addr: Option<String>,
 }
 
 impl Spec for NodeSpec {
