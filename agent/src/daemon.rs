@@ -25,8 +25,8 @@ use tortie_bgpd::PathAttrs;
 use tortie_bgpd::speaker::{PeerSpec, Speaker, SpeakerConfig};
 use tortie_datastore::Datastore;
 
-use crate::{kernel, vxlan};
 use crate::routes::{self, Target};
+use crate::{kernel, vxlan};
 
 /// Settings.
 #[derive(Debug, Clone)]
@@ -246,8 +246,15 @@ pub async fn run(
                 for n in nodes.iter().filter(|n| n.metadata.name != cfg.node) {
                     let (Some(tunnel), Some(mac), Some(IpAddr::V4(underlay))) = (
                         n.spec.ipv4_vxlan_tunnel_addr,
-                        n.spec.vxlan_tunnel_mac_addr.as_deref().and_then(vxlan::parse_mac),
-                        n.spec.bgp.as_ref().and_then(|b| b.ipv4_address).map(|a| a.addr()),
+                        n.spec
+                            .vxlan_tunnel_mac_addr
+                            .as_deref()
+                            .and_then(vxlan::parse_mac),
+                        n.spec
+                            .bgp
+                            .as_ref()
+                            .and_then(|b| b.ipv4_address)
+                            .map(|a| a.addr()),
                     ) else {
                         continue;
                     };
@@ -257,7 +264,10 @@ pub async fn run(
                     endpoints.insert(n.metadata.name.clone(), (tunnel, mac, underlay));
                 }
                 for a in affinities.iter().filter(|a| a.node != cfg.node) {
-                    let Some(pool) = vxlan_pools.iter().find(|p| p.spec.cidr.net().contains(&a.cidr.net())) else {
+                    let Some(pool) = vxlan_pools
+                        .iter()
+                        .find(|p| p.spec.cidr.net().contains(&a.cidr.net()))
+                    else {
                         continue;
                     };
                     let Some((tunnel, _, underlay)) = endpoints.get(&a.node) else {
@@ -353,7 +363,10 @@ async fn setup_vxlan(
             ipam.allocate(&tortie_ipam::AllocateRequest {
                 handle_id: handle.clone(),
                 node: cfg.node.clone(),
-                attributes: BTreeMap::from([("type".to_string(), "vxlanTunnelAddress".to_string())]),
+                attributes: BTreeMap::from([(
+                    "type".to_string(),
+                    "vxlanTunnelAddress".to_string(),
+                )]),
                 num_ipv4: 1,
                 num_ipv6: 0,
                 pools: pools.iter().map(|p| p.metadata.name.clone()).collect(),

@@ -93,3 +93,59 @@ impl tortie_ipam::gc::OwnerCheck for LocalOwners {
         }
     }
 }
+
+/// Creates default pools from the environment when the datastore has none, as calico-node
+/// does: `TORTIE_IPV4POOL_CIDR` (with `TORTIE_IPV4POOL_BLOCK_SIZE`,
+/// `TORTIE_IPV4POOL_NAT_OUTGOING`, `TORTIE_IPV4POOL_VXLAN`) and the `IPV6` equivalents. Returns
+/// the names created. Racing agents are fine: the datastore refuses the second create.
+pub async fn default_pools(
+    ds: &tortie_datastore::Datastore,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Vec<String>> {
+    if !ds
+        .list::<tortie_api::IPPoolSpec>(None)
+        .await?
+        .items
+        .is_empty()
+    {
+        return Ok(Vec::new());
+    }
+    let mut made = Vec::new();
+    for (family, name) in [
+        ("IPV4", "default-ipv4-ippool"),
+        ("IPV6", "default-ipv6-ippool"),
+    ] {
+        let Some(cidr) = env(&format!("TORTIE_{family}POOL_CIDR")) else {
+            continue;
+        };
+        let mut spec = serde_json::json!({ "cidr": cidr });
+        if let Some(b) = env(&format!("TORTIE_{family}POOL_BLOCK_SIZE")) {
+            spec["blockSize"] = serde_json::json!(b.parse::<u8>().map_err(|_| anyhow::anyhow!(
+                "TORTIE_{family}POOL_BLOCK_SIZE: {b:?} is not a number"
+            ))?);
+        }
+        if let Some(n) = env(&format!("TORTIE_{family}POOL_NAT_OUTGOING")) {
+            spec["natOutgoing"] = serde_json::json!(n == "true");
+        }
+        if let Some(v) = env(&format!("TORTIE_{family}POOL_VXLAN")) {
+            spec["vxlanMode"] = serde_json::json!(v);
+        }
+        let spec: tortie_api::IPPoolSpec = serde_json::from_value(spec)
+            .map_err(|e| anyhow::anyhow!("TORTIE_{family}POOL_*: {e}"))?;
+        match ds.create(tortie_api::Object::new(name, spec)).await {
+            Ok(_) => made.push(name.to_string()),
+            Err(e) if e.to_string().contains("exists") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(made)
+}
+
+/// IPv4 and IPv6 forwarding in the agent's own network namespace (the node's): pods are routed.
+pub fn enable_forwarding() -> std::io::Result<()> {
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
+    if std::path::Path::new("/proc/sys/net/ipv6/conf/all/forwarding").exists() {
+        std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1")?;
+    }
+    Ok(())
+}

@@ -110,7 +110,10 @@ pub async fn ensure_device(
         .execute()
         .await
         .map_err(nl("bring the VXLAN device up"))?;
-    let mut add = h.address().add(index, IpAddr::V4(tunnel_addr), 32).replace();
+    let mut add = h
+        .address()
+        .add(index, IpAddr::V4(tunnel_addr), 32)
+        .replace();
     let _ = &mut add;
     add.execute()
         .await

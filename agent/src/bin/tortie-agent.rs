@@ -72,6 +72,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let ds = Datastore::open(&args.datastore).await?;
     let ds_for_routing = ds.clone();
+    let made = tortie_agent::default_pools(&ds, |k| std::env::var(k).ok()).await?;
+    if !made.is_empty() {
+        tracing::info!(pools = ?made, "created default pools from the environment");
+    }
     let ipam = Ipam::new(ds);
     // Claims a crash left half-done are finished or rolled back before we serve.
     ipam.recover_node(&args.node).await?;
@@ -133,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
     let routing = if args.no_bgp {
         None
     } else {
+        tortie_agent::enable_forwarding()?;
         let address = match &args.ip {
             Some(a) => a
                 .parse::<tortie_api::values::InterfaceAddress>()
