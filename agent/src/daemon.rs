@@ -120,6 +120,7 @@ pub async fn run(
 
     let ipam = tortie_ipam::Ipam::new(ds.clone());
     let mut vxlan_device: Option<u32> = None;
+    let mut nat_applied: Option<(Vec<IpNet>, Vec<IpNet>)> = None;
     let mut vxlan_endpoints: BTreeMap<String, (std::net::Ipv4Addr, [u8; 6], std::net::Ipv4Addr)> =
         BTreeMap::new();
     let started = Instant::now();
@@ -228,6 +229,21 @@ pub async fn run(
             // VXLAN pools: their blocks on other nodes route through the tunnel (or, in
             // CrossSubnet mode within our subnet, straight), whatever BGP says.
             let pools = ds.list::<IPPoolSpec>(None).await?.items;
+            // natOutgoing: one nftables table, rewritten when the pools change.
+            let nat_now = (
+                pools
+                    .iter()
+                    .filter(|p| p.spec.nat_outgoing && !p.spec.disabled)
+                    .map(|p| p.spec.cidr.net())
+                    .collect::<Vec<_>>(),
+                pools.iter().map(|p| p.spec.cidr.net()).collect::<Vec<_>>(),
+            );
+            if nat_applied.as_ref() != Some(&nat_now) {
+                let (nat, all) = nat_now.clone();
+                tokio::task::spawn_blocking(move || crate::nat::apply(&nat, &all)).await??;
+                tracing::info!(nat_pools = ?nat_now.0, "natOutgoing rules applied");
+                nat_applied = Some(nat_now);
+            }
             let vxlan_pools: Vec<&Object<IPPoolSpec>> = pools
                 .iter()
                 .filter(|p| p.spec.vxlan_mode != EncapMode::Never)

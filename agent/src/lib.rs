@@ -6,6 +6,7 @@
 
 pub mod daemon;
 pub mod kernel;
+pub mod nat;
 pub mod routes;
 pub mod vxlan;
 

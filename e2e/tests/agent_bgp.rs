@@ -715,3 +715,65 @@ async fn vxlan_cross_subnet() {
         "across subnets: pod 3 → pod 2"
     );
 }
+
+/// natOutgoing: a pod reaches an address outside every pool through its node's address. The
+/// outside host has no route back to the pool, so a reply proves the masquerade; turning
+/// `natOutgoing` off removes it (and the ping fails).
+#[tokio::test(flavor = "multi_thread")]
+async fn nat_outgoing_masquerades_pod_traffic_leaving_the_pools() {
+    let mut lab = Lab::new();
+    lab.prefix = format!("{}o", lab.prefix);
+    let outside = lab.ns("out");
+    let n1 = lab.ns("n1");
+    let link = format!("{}l", lab.prefix);
+    lab.link(&n1, "198.18.40.1/24", &outside, "198.18.40.254/24", &link);
+    must(&format!("ip -n {n1} route add default via 198.18.40.254"));
+    let ds = format!("sqlite://{}", lab.path("ds.db").display());
+    let store = tortie_datastore::Datastore::open(&ds).await.unwrap();
+    let pool: tortie_api::IPPoolSpec = serde_json::from_value(json!({
+        "cidr": "10.244.0.0/16", "natOutgoing": true
+    }))
+    .unwrap();
+    store
+        .create(tortie_api::Object::new("pool", pool))
+        .await
+        .unwrap();
+    let mut c = Cluster {
+        lab,
+        tor: outside.clone(),
+        nodes: vec![n1.clone()],
+        addrs: vec![("198.18.40.1/24".into(), "64512".into())],
+        ds,
+    };
+    c.start_agent(0);
+    let (pod, _) = c.pod(0, "nat");
+    wait_for(Duration::from_secs(10), "masquerade rule", || {
+        sh(&format!("ip netns exec {n1} nft list table ip tortie-nat"))
+            .1
+            .contains("masquerade")
+            .then_some(())
+    });
+    assert!(
+        sh(&format!("ip netns exec {pod} ping -c2 -W2 198.18.40.254")).0,
+        "pod → outside with natOutgoing"
+    );
+    // Off: the rule goes, and the outside host cannot answer the pod any more.
+    let mut p = store
+        .get::<tortie_api::IPPoolSpec>("pool")
+        .await
+        .unwrap()
+        .unwrap();
+    p.spec.nat_outgoing = false;
+    store.update(p).await.unwrap();
+    wait_for(Duration::from_secs(10), "masquerade rule removed", || {
+        (!sh(&format!("ip netns exec {n1} nft list table ip tortie-nat"))
+            .1
+            .contains("masquerade"))
+        .then_some(())
+    });
+    // Conntrack would keep the old mapping for the same flow; a new ping ID is a new flow.
+    assert!(
+        !sh(&format!("ip netns exec {pod} ping -c2 -W1 198.18.40.254")).0,
+        "no NAT: the outside host has no route back"
+    );
+}
