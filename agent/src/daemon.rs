@@ -60,6 +60,8 @@ struct WantedPeer {
     password: Option<String>,
     ttl_security: Option<u8>,
     rr_client: bool,
+    /// How `tortiectl node status` names it (Calico's words).
+    kind: &'static str,
 }
 
 fn node_as(cfg: &Config, node: Option<&NodeBgpSpec>, cluster: &BGPConfigurationSpec) -> u32 {
@@ -74,6 +76,7 @@ fn node_as(cfg: &Config, node: Option<&NodeBgpSpec>, cluster: &BGPConfigurationS
 pub async fn run(
     cfg: Config,
     ds: Datastore,
+    shared: crate::status::Shared,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let IpAddr::V4(router_id) = cfg.address.addr() else {
@@ -121,6 +124,7 @@ pub async fn run(
     let ipam = tortie_ipam::Ipam::new(ds.clone());
     let mut vxlan_device: Option<u32> = None;
     let mut nat_applied: Option<(Vec<IpNet>, Vec<IpNet>)> = None;
+    let mut kernel_view: BTreeMap<IpNet, Target> = BTreeMap::new();
     let mut vxlan_endpoints: BTreeMap<String, (std::net::Ipv4Addr, [u8; 6], std::net::Ipv4Addr)> =
         BTreeMap::new();
     let started = Instant::now();
@@ -214,7 +218,10 @@ pub async fn run(
             // ---- kernel ----
             let mut desired: BTreeMap<IpNet, Target> =
                 originated.iter().map(|b| (*b, Target::Blackhole)).collect();
-            for (prefix, hops) in speaker.loc_rib().await {
+            let loc_rib = speaker.loc_rib().await;
+            let mut bgp_view = BTreeMap::new();
+            for (prefix, hops) in loc_rib {
+                bgp_view.insert(prefix, hops.clone());
                 if originated.contains(&prefix) || hops.is_empty() {
                     continue;
                 }
@@ -309,12 +316,18 @@ pub async fn run(
                     tracing::info!(changes = ops.len(), "reconciling kernel routes");
                 }
                 let protocol = cfg.route_protocol;
+                let changed_kernel = !ops.is_empty();
                 let failed =
                     tokio::task::spawn_blocking(move || kernel::apply(&ops, protocol)).await??;
                 for (op, why) in &failed {
                     tracing::warn!(?op, %why, "route change failed; next resync retries");
                 }
                 last_resync = Instant::now();
+                kernel_view = if changed_kernel {
+                    kernel::dump(&kernel_handle, cfg.route_protocol).await?
+                } else {
+                    actual
+                };
                 // Stale routes kept during a restart mean we are not converged yet: look again.
                 last_desired = if failed.is_empty() && settled {
                     Some(desired)
@@ -322,6 +335,30 @@ pub async fn run(
                     None
                 };
             }
+            // The report for `tortiectl node status`.
+            let status = speaker.status().await;
+            let mut snap = shared.write().expect("not poisoned");
+            snap.node = cfg.node.clone();
+            snap.address = cfg.address.to_string();
+            snap.as_number = local_as;
+            snap.peers = status
+                .iter()
+                .map(|p| crate::status::PeerSnapshot {
+                    address: p.address,
+                    kind: peers.get(&p.address).map_or("?", |w| w.kind).to_string(),
+                    remote_as: p.remote_as,
+                    state: format!("{:?}", p.state),
+                    since: p.since,
+                    received: p.received,
+                    accepted: p.counters.accepted as u64,
+                    advertised: p.counters.advertised as u64,
+                    last_error: p.last_error.clone().unwrap_or_default(),
+                })
+                .collect();
+            snap.blocks = originated.iter().copied().collect();
+            snap.bgp = bgp_view;
+            snap.kernel = kernel_view.clone();
+            snap.ready = settled;
             anyhow::Ok(())
         };
         if let Err(e) = step.await {
@@ -347,6 +384,7 @@ fn node_peer(
     cluster: &BGPConfigurationSpec,
     n: &Object<NodeSpec>,
     rr_client: bool,
+    kind: &'static str,
 ) -> Option<WantedPeer> {
     let theirs = n.spec.bgp.as_ref()?.ipv4_address?.addr();
     Some(WantedPeer {
@@ -357,6 +395,7 @@ fn node_peer(
         password: None,
         ttl_security: None,
         rr_client,
+        kind,
     })
 }
 
@@ -445,7 +484,7 @@ async fn wanted_peers(
             if n.metadata.name == cfg.node {
                 continue;
             }
-            if let Some(p) = node_peer(cfg, cluster, n, false) {
+            if let Some(p) = node_peer(cfg, cluster, n, false, "node-to-node mesh") {
                 out.insert(p.address, p);
             }
         }
@@ -493,6 +532,11 @@ async fn wanted_peers(
                     password,
                     ttl_security: s.ttl_security,
                     rr_client: false,
+                    kind: if s.node.is_some() || s.node_selector.is_some() {
+                        "node specific"
+                    } else {
+                        "global"
+                    },
                 },
             );
             continue;
@@ -521,7 +565,14 @@ async fn wanted_peers(
                 .and_then(|b| b.route_reflector_cluster_id);
             // RFC 4456: a reflector's peers outside its cluster are its clients.
             let client = my_cluster.is_some() && their_cluster != my_cluster;
-            if let Some(p) = node_peer(cfg, cluster, n, client) {
+            let kind = if client {
+                "route reflector client"
+            } else if their_cluster.is_some() {
+                "route reflector"
+            } else {
+                "node (selector)"
+            };
+            if let Some(p) = node_peer(cfg, cluster, n, client, kind) {
                 out.insert(p.address, p);
             }
         }

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod kernel;
 pub mod nat;
 pub mod routes;
+pub mod status;
 pub mod vxlan;
 
 use std::path::Path;

@@ -73,9 +73,12 @@ mod tests {
             "fd00:10::/48".parse().unwrap(),
         ];
         let s = render(&nat, &all);
-        assert!(s.contains(
-            "ip saddr { 10.244.0.0/16 } ip daddr != { 10.244.0.0/16, 10.245.0.0/16 } masquerade"
-        ), "{s}");
+        assert!(
+            s.contains(
+                "ip saddr { 10.244.0.0/16 } ip daddr != { 10.244.0.0/16, 10.245.0.0/16 } masquerade"
+            ),
+            "{s}"
+        );
         // No IPv6 NAT pool: the ip6 table is only cleared.
         assert!(!s.contains("table ip6 tortie-nat {"), "{s}");
         assert!(s.contains("delete table ip6 tortie-nat"));

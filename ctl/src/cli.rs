@@ -64,6 +64,33 @@ pub enum Command {
     Completion(CompletionArgs),
     /// IPAM: utilisation, consistency checks, releases, configuration.
     Ipam(IpamArgs),
+    /// This node's agent: BGP peers and routes (over the agent's local socket).
+    Node(NodeArgs),
+}
+
+/// Arguments of `node`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: NodeCommand,
+}
+
+/// The `node` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// BGP peers per address family (PEER ADDRESS, PEER TYPE, STATE, SINCE, INFO), owned blocks.
+    Status {
+        /// The agent's socket.
+        #[arg(long, default_value = "/var/run/tortie/agent.sock")]
+        socket: std::path::PathBuf,
+    },
+    /// BGP best paths next to what the kernel has, per prefix.
+    Routes {
+        /// The agent's socket.
+        #[arg(long, default_value = "/var/run/tortie/agent.sock")]
+        socket: std::path::PathBuf,
+    },
 }
 
 /// Arguments of `ipam`.

@@ -192,6 +192,7 @@ async fn dispatch(ctx: &mut Ctx<'_>, command: Command) -> Result<(), CtlError> {
         Command::Version(a) => commands::version::run(ctx, &a).await,
         Command::Completion(a) => commands::completion::run(ctx, &a),
         Command::Ipam(a) => commands::ipam::run(ctx, &a).await,
+        Command::Node(a) => commands::node::run(ctx, &a).await,
     }
 }
 

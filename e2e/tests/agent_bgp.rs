@@ -399,6 +399,39 @@ async fn two_nodes_and_a_bird_tor() {
         "pod b → pod a"
     );
 
+    // What the operator sees: `tortiectl node status` and `node routes` over the agent's socket.
+    let ctl = |cmd: &str| {
+        must(&format!(
+            "{} node {cmd} --socket {}",
+            workspace_bin("tortiectl").display(),
+            c.lab.path("node-1.sock").display()
+        ))
+    };
+    let status = ctl("status");
+    let peer_line = status
+        .lines()
+        .find(|l| l.starts_with("198.18.1.254"))
+        .unwrap_or_else(|| panic!("{status}"));
+    for word in ["node specific", "up", "Established"] {
+        assert!(peer_line.contains(word), "{status}");
+    }
+    assert!(status.contains(&block_a), "{status}");
+    let routes = ctl("routes");
+    let line = routes
+        .lines()
+        .find(|l| l.starts_with(&block_b))
+        .unwrap_or_else(|| panic!("{routes}"));
+    assert!(
+        line.contains("198.18.1.254") && line.contains("via 198.18.1.254"),
+        "{routes}"
+    );
+    assert!(
+        routes
+            .lines()
+            .any(|l| l.starts_with(&block_a) && l.contains("blackhole")),
+        "{routes}"
+    );
+
     // Reconcile: a route of ours deleted by hand comes back; a stray route with our protocol
     // goes; a route of another protocol stays.
     let n1 = c.nodes[0].clone();

@@ -1,7 +1,7 @@
 //! # tortie-proto: gRPC definitions
 //!
 //! `tortie.ipam.v1.Ipam` (the agent's IPAM service, called by the CNI plugin over a unix
-//! socket). Code is generated at build time from `proto/` with protox, so no `protoc` is needed.
+//! socket) and `tortie.agent.v1.Agent` (its status, read by `tortiectl node`). Code is generated at build time from `proto/` with protox, so no `protoc` is needed.
 
 /// `tortie.ipam.v1`.
 pub mod ipam {
@@ -9,6 +9,15 @@ pub mod ipam {
     #[allow(missing_docs, clippy::all)]
     pub mod v1 {
         tonic::include_proto!("tortie.ipam.v1");
+    }
+}
+
+/// `tortie.agent.v1`.
+pub mod agent {
+    /// Version 1.
+    #[allow(missing_docs, clippy::all)]
+    pub mod v1 {
+        tonic::include_proto!("tortie.agent.v1");
     }
 }
 

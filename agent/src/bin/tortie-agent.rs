@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use tortie_datastore::Datastore;
 use tortie_ipam::Ipam;
-use tortie_ipam::server::{IpamService, SocketConfig, serve_unix};
+use tortie_ipam::server::{IpamService, SocketConfig};
 
 #[derive(Parser)]
 #[command(version, about = "tortie per-node agent")]
@@ -134,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let shared = tortie_agent::status::Shared::default();
     let routing = if args.no_bgp {
         None
     } else {
@@ -162,9 +163,10 @@ async fn main() -> anyhow::Result<()> {
             restart_settle: Duration::from_secs(60),
         };
         let ds = ds_for_routing;
+        let shared_for_loop = shared.clone();
         let rx = stop_rx.clone();
         Some(tokio::spawn(async move {
-            if let Err(e) = tortie_agent::daemon::run(cfg, ds, stopped(rx)).await {
+            if let Err(e) = tortie_agent::daemon::run(cfg, ds, shared_for_loop, stopped(rx)).await {
                 tracing::error!(error = %e, "routing stopped");
             }
         }))
@@ -172,9 +174,20 @@ async fn main() -> anyhow::Result<()> {
     let socket = SocketConfig::root_only(&args.socket);
     let service = IpamService::new(ipam, args.node.clone(), socket.allowed_uids.clone());
     tracing::info!(socket = %args.socket.display(), node = %args.node, "serving IPAM");
-    serve_unix(service, &socket, stopped(stop_rx))
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
+    // One socket, two services: IPAM for the CNI plugin, status for tortiectl.
+    let listener = tortie_ipam::server::bind(&socket.path, socket.mode)?;
+    tonic::transport::Server::builder()
+        .add_service(tortie_proto::ipam::v1::ipam_server::IpamServer::new(
+            service,
+        ))
+        .add_service(tortie_proto::agent::v1::agent_server::AgentServer::new(
+            tortie_agent::status::AgentService { shared },
+        ))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            stopped(stop_rx),
+        )
+        .await?;
     if let Some(r) = routing {
         let _ = r.await;
     }

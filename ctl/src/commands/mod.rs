@@ -5,6 +5,7 @@ pub mod delete;
 pub mod get;
 pub mod ipam;
 pub mod label;
+pub mod node;
 pub mod patch;
 pub mod validate;
 pub mod version;
