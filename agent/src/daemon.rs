@@ -77,6 +77,7 @@ pub async fn run(
     cfg: Config,
     ds: Datastore,
     shared: crate::status::Shared,
+    metrics: crate::health::Metrics,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let IpAddr::V4(router_id) = cfg.address.addr() else {
@@ -361,7 +362,11 @@ pub async fn run(
             snap.ready = settled;
             anyhow::Ok(())
         };
-        if let Err(e) = step.await {
+        let t0 = Instant::now();
+        let res = step.await;
+        metrics.reconcile.observe(t0.elapsed().as_secs_f64());
+        shared.write().expect("not poisoned").datastore_ok = res.is_ok();
+        if let Err(e) = res {
             tracing::warn!(error = %e, "control loop step failed; retrying");
         }
         tokio::select! {

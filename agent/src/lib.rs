@@ -5,6 +5,7 @@
 //! kernel route reconciler come with issue 6.
 
 pub mod daemon;
+pub mod health;
 pub mod kernel;
 pub mod nat;
 pub mod routes;

@@ -53,8 +53,10 @@ pub struct Snapshot {
     pub bgp: BTreeMap<IpNet, Vec<IpAddr>>,
     /// Prefix → what the kernel has (our protocol).
     pub kernel: BTreeMap<IpNet, Target>,
-    /// BGP converged and the datastore answered in the last step.
+    /// BGP converged (graceful restart over, or never restarting).
     pub ready: bool,
+    /// The datastore answered in the last control-loop step.
+    pub datastore_ok: bool,
 }
 
 /// Shared between the control loop (writer) and the gRPC service (readers).
@@ -111,7 +113,7 @@ impl pb::agent_server::Agent for AgentService {
                 .collect(),
             blocks: s.blocks.iter().map(ToString::to_string).collect(),
             routes_programmed: s.kernel.len() as u64,
-            ready: s.ready,
+            ready: s.ready && s.datastore_ok,
             version: env!("CARGO_PKG_VERSION").to_string(),
         }))
     }

@@ -432,6 +432,29 @@ async fn two_nodes_and_a_bird_tor() {
         "{routes}"
     );
 
+    // Health and metrics on the node's localhost.
+    let http = |path: &str| {
+        sh(&format!(
+            "ip netns exec {} python3 -c \"import urllib.request as u; r = u.urlopen('http://127.0.0.1:9099{path}'); print(r.status); print(r.read().decode())\"",
+            c.nodes[0]
+        ))
+    };
+    let (ok, live) = http("/livez");
+    assert!(ok && live.starts_with("200"), "{live}");
+    let (ok, ready) = http("/readyz");
+    assert!(ok && ready.starts_with("200"), "{ready}");
+    let (ok, metrics) = http("/metrics");
+    assert!(ok, "{metrics}");
+    for want in [
+        "tortie_bgp_peers{state=\"Established\"} 1",
+        "tortie_routes_programmed 2",
+        "tortie_blocks_owned 1",
+        "tortie_reconcile_seconds_count",
+        "tortie_bgp_prefixes_accepted{peer=\"198.18.1.254\"} 1",
+    ] {
+        assert!(metrics.contains(want), "{want} not in {metrics}");
+    }
+
     // Reconcile: a route of ours deleted by hand comes back; a stray route with our protocol
     // goes; a route of another protocol stays.
     let n1 = c.nodes[0].clone();

@@ -54,6 +54,9 @@ struct Args {
     /// How long an allocation's owner must be gone before GC releases it.
     #[arg(long, default_value_t = 10)]
     gc_grace_s: u64,
+    /// Health and metrics (`/livez`, `/readyz`, `/metrics`); empty: off.
+    #[arg(long, default_value = "127.0.0.1:9099")]
+    health_listen: String,
     /// How often to look for deferred releases.
     #[arg(long, default_value_t = 5000)]
     sweep_interval_ms: u64,
@@ -135,7 +138,28 @@ async fn main() -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
     let shared = tortie_agent::status::Shared::default();
+    let metrics = tortie_agent::health::Metrics::default();
+    if !args.health_listen.is_empty() {
+        match tokio::net::TcpListener::bind(&args.health_listen).await {
+            Ok(l) => {
+                tokio::spawn(tortie_agent::health::serve(
+                    l,
+                    shared.clone(),
+                    metrics.clone(),
+                    std::time::Instant::now(),
+                ));
+            }
+            // Probes are optional: a busy port must not keep the node off the network.
+            Err(e) => {
+                tracing::warn!(listen = %args.health_listen, error = %e, "health endpoint not served")
+            }
+        }
+    }
     let routing = if args.no_bgp {
+        // IPAM only: ready as soon as it serves.
+        let mut s = shared.write().expect("not poisoned");
+        s.ready = true;
+        s.datastore_ok = true;
         None
     } else {
         tortie_agent::enable_forwarding()?;
@@ -166,7 +190,9 @@ async fn main() -> anyhow::Result<()> {
         let shared_for_loop = shared.clone();
         let rx = stop_rx.clone();
         Some(tokio::spawn(async move {
-            if let Err(e) = tortie_agent::daemon::run(cfg, ds, shared_for_loop, stopped(rx)).await {
+            if let Err(e) =
+                tortie_agent::daemon::run(cfg, ds, shared_for_loop, metrics, stopped(rx)).await
+            {
                 tracing::error!(error = %e, "routing stopped");
             }
         }))
