@@ -131,6 +131,7 @@ pub async fn run(
     let started = Instant::now();
     let mut peers: BTreeMap<IpAddr, WantedPeer> = BTreeMap::new();
     let mut originated: BTreeSet<IpNet> = BTreeSet::new();
+    let mut exported: BTreeMap<IpNet, PathAttrs> = BTreeMap::new();
     let mut last_desired: Option<BTreeMap<IpNet, Target>> = None;
     let mut last_resync = Instant::now();
     let mut settled = !restarting;
@@ -154,27 +155,27 @@ pub async fn run(
                 .filter(|a| a.node == cfg.node)
                 .map(|a| a.cidr.net())
                 .collect();
-            let gone: Vec<IpNet> = originated.difference(&blocks).copied().collect();
-            let new: Vec<(IpNet, PathAttrs)> = blocks
-                .difference(&originated)
-                .map(|b| {
-                    (
-                        *b,
-                        PathAttrs {
-                            next_hop: Some(cfg.address.addr()),
-                            ..Default::default()
-                        },
-                    )
-                })
+            let pools = ds.list::<IPPoolSpec>(None).await?.items;
+            let want = export_set(cfg.address.addr(), &blocks, &pools, &cluster);
+            let gone: Vec<IpNet> = exported
+                .keys()
+                .filter(|p| !want.contains_key(p))
+                .copied()
+                .collect();
+            let new: Vec<(IpNet, PathAttrs)> = want
+                .iter()
+                .filter(|(p, a)| exported.get(p) != Some(a))
+                .map(|(p, a)| (*p, a.clone()))
                 .collect();
             if !gone.is_empty() {
-                tracing::info!(?gone, "withdrawing blocks");
+                tracing::info!(?gone, "withdrawing");
                 speaker.withdraw(gone).await;
             }
             if !new.is_empty() {
-                tracing::info!(blocks = ?new.iter().map(|b| b.0).collect::<Vec<_>>(), "announcing blocks");
+                tracing::info!(prefixes = ?new.iter().map(|b| b.0).collect::<Vec<_>>(), "announcing");
                 speaker.originate(new).await;
             }
+            exported = want;
             originated = blocks;
             // ---- peers ----
             let wanted = wanted_peers(&cfg, &ds, &cluster, local_as).await?;
@@ -236,7 +237,6 @@ pub async fn run(
             }
             // VXLAN pools: their blocks on other nodes route through the tunnel (or, in
             // CrossSubnet mode within our subnet, straight), whatever BGP says.
-            let pools = ds.list::<IPPoolSpec>(None).await?.items;
             // natOutgoing: one nftables table, rewritten when the pools change.
             let nat_now = (
                 pools
@@ -380,6 +380,58 @@ pub async fn run(
     // exits, and the kernel closes the sockets.
     std::mem::forget(speaker);
     Ok(())
+}
+
+/// What this node announces: its blocks (except those of pools with `disableBGPExport`) and
+/// the service ranges of `BGPConfiguration`, each with the communities `prefixAdvertisements`
+/// give it (by name from `communities`, or literal), next hop our address.
+pub fn export_set(
+    next_hop: IpAddr,
+    blocks: &BTreeSet<IpNet>,
+    pools: &[Object<IPPoolSpec>],
+    cluster: &BGPConfigurationSpec,
+) -> BTreeMap<IpNet, PathAttrs> {
+    let mut out = BTreeMap::new();
+    let exportable = |b: &IpNet| {
+        !pools
+            .iter()
+            .any(|p| p.spec.disable_bgp_export && p.spec.cidr.net().contains(b))
+    };
+    let services = cluster
+        .service_cluster_ips
+        .iter()
+        .chain(&cluster.service_external_ips)
+        .chain(&cluster.service_load_balancer_ips)
+        .map(|r| r.cidr.net());
+    for prefix in blocks.iter().copied().filter(exportable).chain(services) {
+        let mut attrs = PathAttrs {
+            next_hop: Some(next_hop),
+            ..Default::default()
+        };
+        for adv in cluster
+            .prefix_advertisements
+            .iter()
+            .filter(|a| a.cidr.net().contains(&prefix))
+        {
+            for c in &adv.communities {
+                let value = cluster
+                    .communities
+                    .iter()
+                    .find(|n| n.name == *c)
+                    .map_or(c.as_str(), |n| n.value.as_str());
+                let parts: Vec<u32> = value.split(':').filter_map(|p| p.parse().ok()).collect();
+                match parts.as_slice() {
+                    [a, b] if *a <= 0xffff && *b <= 0xffff => attrs.communities.push((a << 16) | b),
+                    [a, b, c] => attrs.large_communities.push((*a, *b, *c)),
+                    _ => tracing::warn!(community = %c, "not a community value; ignored"),
+                }
+            }
+        }
+        attrs.communities.sort_unstable();
+        attrs.communities.dedup();
+        out.insert(prefix, attrs);
+    }
+    out
 }
 
 /// A session to another node (iBGP or eBGP by their AS); the higher address waits passively,
