@@ -74,24 +74,22 @@ async fn pod_links(h: &Handle) -> Result<HashSet<u32>, KernelError> {
         .collect())
 }
 
-/// Calico's `first-found` for IPv4: the first global address on an up interface that is not
-/// loopback, a pod veth (`cali`), or a container bridge (`docker`, `virbr`, `cni`, `podman`).
-pub async fn first_found_ipv4(h: &Handle) -> Result<Option<ipnet::IpNet>, KernelError> {
+/// Every global address on an up interface, with the interface's name, in interface order:
+/// the candidates of [`crate::autodetect::choose`].
+pub async fn interface_addresses(
+    h: &Handle,
+) -> Result<Vec<crate::autodetect::Candidate>, KernelError> {
     use netlink_packet_route::address::AddressAttribute;
     use netlink_packet_route::link::LinkFlags;
-    let links = links(h).await?;
-    let excluded = [
-        "lo", "cali", "docker", "virbr", "cni", "podman", "veth", "tortie",
-    ];
-    let usable: Vec<(u32, String)> = links
+    let up: Vec<(u32, String)> = links(h)
+        .await?
         .iter()
         .filter(|l| l.header.flags.contains(LinkFlags::Up))
         .filter_map(|l| {
-            let name = l.attributes.iter().find_map(|a| match a {
-                LinkAttribute::IfName(n) => Some(n.clone()),
+            l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some((l.header.index, n.clone())),
                 _ => None,
-            })?;
-            (!excluded.iter().any(|x| name.starts_with(x))).then_some((l.header.index, name))
+            })
         })
         .collect();
     let addrs: Vec<_> = h
@@ -104,20 +102,23 @@ pub async fn first_found_ipv4(h: &Handle) -> Result<Option<ipnet::IpNet>, Kernel
             what: "list addresses".into(),
             source,
         })?;
-    for (index, name) in &usable {
+    let mut out = Vec::new();
+    for (index, name) in &up {
         for a in addrs.iter().filter(|a| a.header.index == *index) {
             for attr in &a.attributes {
-                if let AddressAttribute::Address(IpAddr::V4(v4)) = attr
-                    && !v4.is_loopback()
-                    && !v4.is_link_local()
-                {
-                    tracing::info!(interface = %name, address = %v4, prefix = a.header.prefix_len, "node address: first found");
-                    return Ok(ipnet::IpNet::new(IpAddr::V4(*v4), a.header.prefix_len).ok());
+                if let AddressAttribute::Address(ip) = attr {
+                    let global = match ip {
+                        IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local(),
+                        IpAddr::V6(v6) => !v6.is_loopback() && !v6.is_unicast_link_local(),
+                    };
+                    if global && let Ok(net) = IpNet::new(*ip, a.header.prefix_len) {
+                        out.push((name.clone(), net));
+                    }
                 }
             }
         }
     }
-    Ok(None)
+    Ok(out)
 }
 
 fn addr(a: &RouteAddress) -> Option<IpAddr> {

@@ -4,6 +4,7 @@
 //! finishes the releases the plugin deferred while the agent was down. The BGP wiring and the
 //! kernel route reconciler come with issue 6.
 
+pub mod autodetect;
 pub mod daemon;
 pub mod health;
 pub mod kernel;

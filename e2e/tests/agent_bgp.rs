@@ -233,8 +233,12 @@ impl Cluster {
             self.ds.clone(),
             "--node".into(),
             node.clone(),
-            "--ip".into(),
-            ip,
+            // "auto:METHOD": let the agent find its address.
+            match ip.strip_prefix("auto:") {
+                Some(_) => "--ip-autodetection-method".into(),
+                None => "--ip".into(),
+            },
+            ip.strip_prefix("auto:").map_or(ip.clone(), str::to_string),
             "--as".into(),
             asn,
             "--socket".into(),
@@ -798,11 +802,17 @@ async fn nat_outgoing_masquerades_pod_traffic_leaving_the_pools() {
         lab,
         tor: outside.clone(),
         nodes: vec![n1.clone()],
-        addrs: vec![("198.18.40.1/24".into(), "64512".into())],
+        // The address is found, not given: the source towards the outside host.
+        addrs: vec![("auto:can-reach=198.18.40.254".into(), "64512".into())],
         ds,
     };
     c.start_agent(0);
     let (pod, _) = c.pod(0, "nat");
+    let log = c.lab.log("agent-node-1.log");
+    assert!(
+        log.contains("node address autodetected address=198.18.40.1/24"),
+        "{log}"
+    );
     wait_for(Duration::from_secs(10), "masquerade rule", || {
         sh(&format!("ip netns exec {n1} nft list table ip tortie-nat"))
             .1

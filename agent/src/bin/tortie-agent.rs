@@ -33,6 +33,14 @@ struct Args {
     /// This node's IPv4 address with prefix length (default: first found, Calico's rules).
     #[arg(long)]
     ip: Option<String>,
+    /// How to find the node's IPv4 address when --ip is not given: first-found,
+    /// interface=REGEX, skip-interface=REGEX, cidr=CIDR[,CIDR…], can-reach=IP.
+    #[arg(
+        long,
+        env = "TORTIE_IP_AUTODETECTION_METHOD",
+        default_value = "first-found"
+    )]
+    ip_autodetection_method: String,
     /// This node's AS when its Node resource does not set one.
     #[arg(long = "as")]
     as_number: Option<u32>,
@@ -168,10 +176,17 @@ async fn main() -> anyhow::Result<()> {
                 .parse::<tortie_api::values::InterfaceAddress>()
                 .map_err(|e| anyhow::anyhow!("--ip: {e}"))?,
             None => {
+                let method = tortie_agent::autodetect::Method::parse(&args.ip_autodetection_method)
+                    .map_err(|e| anyhow::anyhow!(e))?;
                 let h = tortie_agent::kernel::connect()?;
-                let net = tortie_agent::kernel::first_found_ipv4(&h)
-                    .await?
-                    .ok_or_else(|| anyhow::anyhow!("no usable IPv4 address found; give --ip"))?;
+                let candidates = tortie_agent::kernel::interface_addresses(&h).await?;
+                let (net, why) = tortie_agent::autodetect::choose(
+                    &method,
+                    &candidates,
+                    tortie_agent::autodetect::source_towards,
+                )
+                .map_err(|e| anyhow::anyhow!("{e}; give --ip"))?;
+                tracing::info!(address = %net, %why, "node address autodetected");
                 tortie_api::values::InterfaceAddress(net)
             }
         };
