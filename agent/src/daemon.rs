@@ -62,6 +62,9 @@ struct WantedPeer {
     rr_client: bool,
     /// How `tortiectl node status` names it (Calico's words).
     kind: &'static str,
+    /// A router outside the cluster (`peerIP`): it gets only what this node announces itself,
+    /// so its next hop for a block is the block's owner.
+    external: bool,
 }
 
 fn node_as(cfg: &Config, node: Option<&NodeBgpSpec>, cluster: &BGPConfigurationSpec) -> u32 {
@@ -193,6 +196,7 @@ pub async fn run(
                     spec.password = p.password.clone();
                     spec.ttl_security_hops = p.ttl_security;
                     spec.rr_client = p.rr_client;
+                    spec.export.local_only = p.external;
                     spec.families = BTreeSet::from([tortie_bgpd::Afi::Ipv4]);
                     if let Err(e) = speaker.add_peer(spec).await {
                         tracing::warn!(peer = %addr, error = %e, "cannot add peer");
@@ -453,6 +457,7 @@ fn node_peer(
         ttl_security: None,
         rr_client,
         kind,
+        external: false,
     })
 }
 
@@ -594,6 +599,7 @@ async fn wanted_peers(
                     } else {
                         "global"
                     },
+                    external: true,
                 },
             );
             continue;

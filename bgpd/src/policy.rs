@@ -67,6 +67,9 @@ pub struct Policy {
     pub add_communities: Vec<u32>,
     /// Large communities (RFC 8092) added to accepted routes (export).
     pub add_large_communities: Vec<(u32, u32, u32)>,
+    /// Export only the routes we originate (a node towards its ToR: its own blocks, not what
+    /// it learned from other nodes, so the ToR's next hop for a block is the block's owner).
+    pub local_only: bool,
 }
 
 impl Default for Policy {
@@ -83,6 +86,7 @@ impl Policy {
             default_accept: true,
             add_communities: Vec::new(),
             add_large_communities: Vec::new(),
+            local_only: false,
         }
     }
 

@@ -1122,7 +1122,10 @@ impl Rib {
                 }
                 let exported = match best {
                     Some(b) if b.source == Source::Peer(to_id) => None, // never back
-                    Some(b) if to.config.export.accepts(prefix) => {
+                    Some(b)
+                        if to.config.export.accepts(prefix)
+                            && (!to.config.export.local_only || b.source == Source::Local) =>
+                    {
                         // The cache key includes the family: the next hop differs per family.
                         let key = (Arc::as_ptr(&b.attrs), Afi::of(prefix));
                         match &last {

@@ -354,3 +354,26 @@ fn policy_limits_and_interning() {
         limit: 1000
     }));
 }
+
+#[test]
+fn local_only_export_sends_our_routes_and_nothing_learned() {
+    let mut rib = Rib::new(LOCAL_AS, "198.18.0.1".parse().unwrap(), None);
+    // An iBGP mesh peer that gives us another node's block, and a ToR that must get only ours.
+    up(&mut rib, 1, cfg("198.18.0.2", LOCAL_AS), "2.2.2.2");
+    let mut tor = cfg("198.18.0.254", 65000);
+    tor.export.local_only = true;
+    up(&mut rib, 2, tor, "3.3.3.3");
+    let out = announce(&mut rib, 1, &["10.244.2.0/26"], attrs(&[], "198.18.0.2"));
+    assert!(
+        sent_to(&out, 2).iter().all(|u| u.announced.is_empty()),
+        "a learned route went to the ToR: {out:?}"
+    );
+    let out = rib.step(RibInput::Originate {
+        routes: vec![(net("10.244.1.0/26"), attrs(&[], "198.18.0.1"))],
+    });
+    let to_tor: Vec<IpNet> = sent_to(&out, 2)
+        .iter()
+        .flat_map(|u| u.announced.iter().map(|n| n.prefix))
+        .collect();
+    assert_eq!(to_tor, vec![net("10.244.1.0/26")]);
+}

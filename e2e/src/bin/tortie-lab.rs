@@ -1,0 +1,615 @@
+//! `tortie-lab`: a multi-node tortie lab in network namespaces, containerlab-style.
+//!
+//! ```text
+//!              ToR (tortie-bgpd, AS 65000) 198.18.0.254 ── bridge "rack" (in the ToR's namespace)
+//!          ┌──────────────┬──────────────┐
+//!   node-1 198.18.0.1  node-2 .2   node-3 .3      (AS 64512, full iBGP mesh, tortie-agent each)
+//!    pods (namespaces, real CNI ADD, a TCP echo server each)
+//! ```
+//!
+//! Everything lives in namespaces named `tl-…` and in the state directory (`--dir`, default
+//! `/run/tortie-lab`): one SQLite datastore shared by the agents, logs, configuration, and
+//! `state.json` listing every namespace and process the lab made, which `down` removes — by
+//! name and by PID — and nothing else. The machine's root namespace is never changed.
+//!
+//! Commands: `up`, `down`, `status`, `check` (the pod-to-pod TCP matrix; exit 1 if any cell
+//! fails), `exec NODE -- CMD…`, `pod add|del NODE NAME`; and two helpers the lab runs inside
+//! pods: `serve-echo PORT`, `probe IP:PORT`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+const PREFIX: &str = "tl-";
+const ECHO_PORT: u16 = 8080;
+const NODE_AS: u32 = 64512;
+const TOR_AS: u32 = 65000;
+const TOR_IP: &str = "198.18.0.254";
+const POOL: &str = "10.244.0.0/16";
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "A tortie lab: a ToR, nodes and pods in network namespaces"
+)]
+struct Args {
+    /// Where the lab keeps its datastore, logs and state.
+    #[arg(long, global = true, default_value = "/run/tortie-lab")]
+    dir: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the lab (replacing a previous one) and print sessions, ToR routes and the matrix.
+    Up {
+        /// Nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: u32,
+        /// Pods per node.
+        #[arg(long, default_value_t = 3)]
+        pods_per_node: u32,
+    },
+    /// Remove everything the lab made.
+    Down,
+    /// BGP sessions per node and the ToR's routes.
+    Status,
+    /// The pod-to-pod TCP matrix; exit status 1 if any cell fails.
+    Check,
+    /// Run a command in a node's namespace.
+    Exec {
+        /// Node (`node-1`, …).
+        node: String,
+        /// The command.
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Add or delete a pod.
+    Pod {
+        /// `add` or `del`.
+        action: String,
+        /// Node.
+        node: String,
+        /// Pod name.
+        name: String,
+    },
+    /// (inside a pod) a TCP echo server.
+    #[command(hide = true)]
+    ServeEcho {
+        /// Port.
+        port: u16,
+    },
+    /// (inside a pod) connect, send a line, expect it back.
+    #[command(hide = true)]
+    Probe {
+        /// Address.
+        addr: SocketAddr,
+    },
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    namespaces: Vec<String>,
+    pids: Vec<u32>,
+    nodes: Vec<String>,
+    /// (node, pod, namespace, address)
+    pods: Vec<(String, String, String, String)>,
+}
+
+type Res<T> = Result<T, String>;
+
+fn sh(cmd: &str) -> Res<String> {
+    let out = Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn bin(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn step(msg: &str) {
+    println!("\x1b[1m==>\x1b[0m {msg}");
+}
+
+struct Lab {
+    dir: PathBuf,
+    state: State,
+}
+
+impl Lab {
+    fn load(dir: &Path) -> Lab {
+        let state = std::fs::read(dir.join("state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Lab {
+            dir: dir.to_path_buf(),
+            state,
+        }
+    }
+
+    fn save(&self) -> Res<()> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
+        std::fs::write(
+            self.dir.join("state.json"),
+            serde_json::to_vec_pretty(&self.state).unwrap(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn netns(&mut self, name: &str) -> Res<String> {
+        let ns = format!("{PREFIX}{name}");
+        sh(&format!("ip netns add {ns} && ip -n {ns} link set lo up"))?;
+        self.state.namespaces.push(ns.clone());
+        self.save()?;
+        Ok(ns)
+    }
+
+    /// Starts a process in a namespace, detached, its output in `log`.
+    fn spawn(&mut self, ns: &str, argv: &[String], log: &str) -> Res<u32> {
+        let log = std::fs::File::create(self.dir.join(log)).map_err(|e| e.to_string())?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("{}: {e}", argv[0]))?;
+        // `ip netns exec` execs the program: this PID is the program's.
+        self.state.pids.push(child.id());
+        self.save()?;
+        Ok(child.id())
+    }
+
+    fn node_ns(node: &str) -> String {
+        format!("{PREFIX}{node}")
+    }
+
+    fn cni(&self, node: &str, cmd: &str, pod: &str, netns: &str) -> Res<serde_json::Value> {
+        let conf = json!({
+            "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "tortie",
+            "agentSocket": self.dir.join(format!("{node}.sock")),
+            "dataDir": self.dir.join(format!("{node}-cni")),
+            "logFile": self.dir.join("cni.log"),
+            "ipam": {"type": "tortie-ipam"},
+        });
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &Lab::node_ns(node)])
+            .arg(bin("tortie"))
+            .env("CNI_COMMAND", cmd)
+            .env("CNI_CONTAINERID", format!("{node}-{pod}"))
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", "eth0")
+            .env(
+                "CNI_ARGS",
+                format!("K8S_POD_NAMESPACE=lab;K8S_POD_NAME={node}-{pod}"),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.to_string().as_bytes())
+            .map_err(|e| e.to_string())?;
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if !out.status.success() {
+            return Err(format!("CNI {cmd} {node}/{pod}: {text}"));
+        }
+        Ok(serde_json::from_str(text.trim()).unwrap_or(serde_json::Value::Null))
+    }
+
+    fn add_pod(&mut self, node: &str, pod: &str) -> Res<String> {
+        let ns = self.netns(&format!("{node}-{pod}"))?;
+        let r = self.cni(node, "ADD", pod, &format!("/run/netns/{ns}"))?;
+        let ip = r["ips"][0]["address"]
+            .as_str()
+            .and_then(|a| a.split('/').next())
+            .ok_or_else(|| format!("no address in {r}"))?
+            .to_string();
+        let argv = vec![
+            bin("tortie-lab").display().to_string(),
+            "serve-echo".into(),
+            ECHO_PORT.to_string(),
+        ];
+        self.spawn(&ns, &argv, &format!("echo-{node}-{pod}.log"))?;
+        self.state
+            .pods
+            .push((node.into(), pod.into(), ns, ip.clone()));
+        self.save()?;
+        Ok(ip)
+    }
+
+    fn del_pod(&mut self, node: &str, pod: &str) -> Res<()> {
+        let Some(i) = self
+            .state
+            .pods
+            .iter()
+            .position(|p| p.0 == node && p.1 == pod)
+        else {
+            return Err(format!("no pod {pod} on {node}"));
+        };
+        let (_, _, ns, _) = self.state.pods.remove(i);
+        self.cni(node, "DEL", pod, &format!("/run/netns/{ns}"))?;
+        let _ = sh(&format!("ip netns pids {ns} | xargs -r kill"));
+        let _ = sh(&format!("ip netns del {ns}"));
+        self.state.namespaces.retain(|n| *n != ns);
+        self.save()
+    }
+
+    fn down(&mut self) {
+        for pid in self.state.pids.drain(..) {
+            // Only processes the lab started, by PID, and only if still ours (in a lab netns).
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        for ns in self.state.namespaces.drain(..).rev() {
+            let _ = sh(&format!("ip netns del {ns}"));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        self.state = State::default();
+    }
+
+    fn up(&mut self, nodes: u32, pods: u32) -> Res<()> {
+        if self.dir.join("state.json").exists() {
+            step("an earlier lab exists: taking it down first");
+            self.down();
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
+        self.save()?;
+        step(&format!(
+            "underlay: a rack (bridge) in the ToR's namespace, {TOR_IP}/24"
+        ));
+        let tor = self.netns("tor")?;
+        sh(&format!(
+            "ip -n {tor} link add rack type bridge && ip -n {tor} addr add {TOR_IP}/24 dev rack && ip -n {tor} link set rack up"
+        ))?;
+        for i in 1..=nodes {
+            let node = format!("node-{i}");
+            let ns = self.netns(&node)?;
+            sh(&format!(
+                "ip link add {PREFIX}u{i} netns {ns} type veth peer name {PREFIX}r{i} netns {tor} && \
+                 ip -n {ns} link set {PREFIX}u{i} name eth0 && ip -n {ns} addr add 198.18.0.{i}/24 dev eth0 && \
+                 ip -n {ns} link set eth0 up && ip -n {ns} route add default via {TOR_IP} && \
+                 ip -n {tor} link set {PREFIX}r{i} master rack && ip -n {tor} link set {PREFIX}r{i} up"
+            ))?;
+            self.state.nodes.push(node);
+        }
+        self.save()?;
+        step(
+            "datastore: an embedded SQLite file shared by the nodes; default pool, BGP configuration, ToR peer (tortiectl)",
+        );
+        let ds = format!("sqlite://{}", self.dir.join("datastore.db").display());
+        let resources = format!(
+            "apiVersion: tortie.io/v1\nkind: IPPool\nmetadata: {{name: default-ipv4}}\nspec: {{cidr: {POOL}, blockSize: 26}}\n---\n\
+             apiVersion: tortie.io/v1\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{asNumber: {NODE_AS}, nodeToNodeMeshEnabled: true}}\n---\n\
+             apiVersion: tortie.io/v1\nkind: BGPPeer\nmetadata: {{name: tor}}\nspec: {{peerIP: {TOR_IP}, asNumber: {TOR_AS}}}\n"
+        );
+        let file = self.dir.join("resources.yaml");
+        std::fs::write(&file, resources).map_err(|e| e.to_string())?;
+        sh(&format!(
+            "{} --datastore {ds} apply -f {}",
+            bin("tortiectl").display(),
+            file.display()
+        ))?;
+        step(&format!(
+            "ToR: tortie-bgpd (AS {TOR_AS}) peering with every node; it collects routes and sends none"
+        ));
+        let mut conf = format!(
+            "[speaker]\nasn = {TOR_AS}\nrouter_id = \"{TOR_IP}\"\nlisten = [\"0.0.0.0:179\"]\ngraceful_restart_time = 120\n"
+        );
+        for i in 1..=nodes {
+            conf.push_str(&format!(
+                "\n[[peer]]\naddress = \"198.18.0.{i}\"\nasn = {NODE_AS}\nfamilies = [\"ipv4\"]\nexport_default = \"reject\"\n"
+            ));
+        }
+        std::fs::write(self.dir.join("tor.toml"), conf).map_err(|e| e.to_string())?;
+        let argv = vec![
+            bin("tortie-bgpd").display().to_string(),
+            "--config".into(),
+            self.dir.join("tor.toml").display().to_string(),
+            "--control".into(),
+            self.dir.join("tor.sock").display().to_string(),
+        ];
+        self.spawn(&tor, &argv, "tor.log")?;
+        for i in 1..=nodes {
+            let node = format!("node-{i}");
+            step(&format!(
+                "{node}: tortie-agent (IPAM, BGP mesh + ToR, kernel routes)"
+            ));
+            let argv: Vec<String> = [
+                bin("tortie-agent").display().to_string(),
+                "--datastore".into(),
+                ds.clone(),
+                "--node".into(),
+                node.clone(),
+                "--ip".into(),
+                format!("198.18.0.{i}/24"),
+                "--socket".into(),
+                self.dir.join(format!("{node}.sock")).display().to_string(),
+                "--cni-data-dir".into(),
+                self.dir.join(format!("{node}-cni")).display().to_string(),
+            ]
+            .to_vec();
+            let ns = Lab::node_ns(&node);
+            self.spawn(&ns, &argv, &format!("agent-{node}.log"))?;
+        }
+        for i in 1..=nodes {
+            let sock = self.dir.join(format!("node-{i}.sock"));
+            wait(Duration::from_secs(30), || sock.exists()).map_err(|_| {
+                format!(
+                    "node-{i}'s agent did not start (see {})",
+                    self.dir.join(format!("agent-node-{i}.log")).display()
+                )
+            })?;
+        }
+        for i in 1..=nodes {
+            let node = format!("node-{i}");
+            let mut ips = Vec::new();
+            for j in 1..=pods {
+                ips.push(self.add_pod(&node, &format!("pod-{j}"))?);
+            }
+            step(&format!(
+                "{node}: {pods} pods via the CNI plugin: {}",
+                ips.join(", ")
+            ));
+        }
+        step("waiting for BGP: every node's block on the ToR and in every other node");
+        let n = nodes as usize;
+        wait(Duration::from_secs(60), || self.tor_routes().len() >= n)
+            .map_err(|_| "the ToR did not learn every node's block".to_string())?;
+        wait(Duration::from_secs(60), || self.matrix(false).1 == 0)
+            .map_err(|_| "pods cannot reach each other yet".to_string())?;
+        Ok(())
+    }
+
+    fn tor_routes(&self) -> Vec<(String, String)> {
+        let out = sh(&format!(
+            "{} query {} routes",
+            bin("tortie-bgpd").display(),
+            self.dir.join("tor.sock").display()
+        ))
+        .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_default();
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| {
+                        (
+                            r["prefix"].as_str().unwrap_or("").to_string(),
+                            r["nextHops"]
+                                .as_array()
+                                .map(|h| {
+                                    h.iter()
+                                        .filter_map(|x| x.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(",")
+                                })
+                                .unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn status(&self) {
+        for node in &self.state.nodes {
+            println!("\n\x1b[1m{node}\x1b[0m");
+            match sh(&format!(
+                "{} node status --socket {}",
+                bin("tortiectl").display(),
+                self.dir.join(format!("{node}.sock")).display()
+            )) {
+                Ok(s) => print!("{s}"),
+                Err(e) => println!("  agent unreachable: {e}"),
+            }
+        }
+        println!("\n\x1b[1mToR routes (tortie-bgpd)\x1b[0m");
+        for (p, h) in self.tor_routes() {
+            println!("  {p:<18} via {h}");
+        }
+    }
+
+    /// Runs every pod → pod TCP probe; returns (cells, failures), printing the matrix if asked.
+    fn matrix(&self, print: bool) -> (usize, usize) {
+        let pods = &self.state.pods;
+        let mut failures = 0;
+        let mut rows = Vec::new();
+        for src in pods {
+            let mut row = Vec::new();
+            for dst in pods {
+                let ok = Command::new("ip")
+                    .args(["netns", "exec", &src.2])
+                    .arg(bin("tortie-lab"))
+                    .args(["probe", &format!("{}:{ECHO_PORT}", dst.3)])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok {
+                    failures += 1;
+                }
+                row.push(ok);
+            }
+            rows.push(row);
+        }
+        if print {
+            let label = |p: &(String, String, String, String)| {
+                format!(
+                    "{}/{}",
+                    p.0.trim_start_matches("node-"),
+                    p.1.trim_start_matches("pod-")
+                )
+            };
+            print!("\n\x1b[1mpod → pod TCP (node/pod){}\x1b[0m\n{:>6}", "", "");
+            for p in pods {
+                print!(" {:>4}", label(p));
+            }
+            println!();
+            for (src, row) in pods.iter().zip(&rows) {
+                print!("{:>6}", label(src));
+                for ok in row {
+                    print!(
+                        " {:>4}",
+                        if *ok {
+                            "\x1b[32m ok\x1b[0m"
+                        } else {
+                            "\x1b[31mFAIL\x1b[0m"
+                        }
+                    );
+                }
+                println!();
+            }
+            println!(
+                "{} of {} connections ok",
+                rows.len() * rows.len() - failures,
+                rows.len() * rows.len()
+            );
+        }
+        (pods.len() * pods.len(), failures)
+    }
+}
+
+fn wait(timeout: Duration, mut f: impl FnMut() -> bool) -> Result<(), ()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(())
+}
+
+fn serve_echo(port: u16) -> Res<()> {
+    let l = TcpListener::bind(("0.0.0.0", port)).map_err(|e| e.to_string())?;
+    for conn in l.incoming().flatten() {
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(&conn);
+            let mut line = String::new();
+            if r.read_line(&mut line).is_ok() {
+                let _ = (&conn).write_all(line.as_bytes());
+            }
+        });
+    }
+    Ok(())
+}
+
+fn probe(addr: SocketAddr) -> Res<()> {
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"tortie\n").map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf).map_err(|e| e.to_string())?;
+    if &buf == b"tortie\n" {
+        Ok(())
+    } else {
+        Err("wrong echo".into())
+    }
+}
+
+fn run(args: Args) -> Res<ExitCode> {
+    match args.command {
+        Cmd::ServeEcho { port } => serve_echo(port).map(|()| ExitCode::SUCCESS),
+        Cmd::Probe { addr } => probe(addr).map(|()| ExitCode::SUCCESS),
+        Cmd::Up {
+            nodes,
+            pods_per_node,
+        } => {
+            let mut lab = Lab::load(&args.dir);
+            if let Err(e) = lab.up(nodes, pods_per_node) {
+                eprintln!(
+                    "error: {e}\n(the lab is left up for inspection: `tortie-lab status`, `tortie-lab down`; logs in {})",
+                    args.dir.display()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            lab.status();
+            let (_, failed) = lab.matrix(true);
+            println!(
+                "\nThe lab is up: `tortie-lab status`, `tortie-lab check`, `tortie-lab exec node-1 -- ip route`, `tortie-lab down`."
+            );
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Cmd::Down => {
+            let mut lab = Lab::load(&args.dir);
+            lab.down();
+            step("lab removed");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status => {
+            Lab::load(&args.dir).status();
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Check => {
+            let (_, failed) = Lab::load(&args.dir).matrix(true);
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Cmd::Exec { node, cmd } => {
+            let st = Command::new("ip")
+                .args(["netns", "exec", &Lab::node_ns(&node)])
+                .args(&cmd)
+                .status()
+                .map_err(|e| e.to_string())?;
+            Ok(if st.success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Cmd::Pod { action, node, name } => {
+            let mut lab = Lab::load(&args.dir);
+            match action.as_str() {
+                "add" => println!("{}", lab.add_pod(&node, &name)?),
+                "del" => lab.del_pod(&node, &name)?,
+                other => return Err(format!("pod {other}: expected add or del")),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
