@@ -466,7 +466,7 @@ impl Lab {
                     p.1.trim_start_matches("pod-")
                 )
             };
-            print!("\n\x1b[1mpod → pod TCP (node/pod){}\x1b[0m\n{:>6}", "", "");
+            print!("\n\x1b[1mpod → pod TCP (node/pod)\x1b[0m\n{:>6}", "");
             for p in pods {
                 print!(" {:>4}", label(p));
             }
