@@ -1086,13 +1086,13 @@ impl Session {
     }
 
     /// RFC 4724 receiving speaker: we do GR, the peer announced GR for at least one family,
-    /// and the session was lost without a NOTIFICATION exchange (our hold-timer 4/0 counts
-    /// as a loss: the peer is gone). RFC 8538 (GR for NOTIFICATIONs) is not implemented.
+    /// and the TCP session ended without a NOTIFICATION (a restarting peer's process went
+    /// away). Hold-timer expiry sends 4/0, so it is not graceful: RFC 4724 does not apply once
+    /// a NOTIFICATION is exchanged (RFC 8538 §1), and a peer that stopped answering is dead,
+    /// not restarting — its routes go at once, so that a failed node is routed around within
+    /// the hold time. RFC 8538 is not implemented.
     fn graceful_applies(&self, reason: &DownReason) -> bool {
-        let lost = matches!(
-            reason,
-            DownReason::TcpFailed | DownReason::HoldTimerExpired | DownReason::LivenessDown
-        );
+        let lost = matches!(reason, DownReason::TcpFailed | DownReason::LivenessDown);
         let peer_gr = self
             .negotiated
             .as_ref()

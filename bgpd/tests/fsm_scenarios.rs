@@ -480,13 +480,14 @@ fn session_down(out: &[Output]) -> Option<(DownReason, bool)> {
 }
 
 #[test]
-fn hold_expiry_in_established_with_gr_peer_is_graceful() {
+fn hold_expiry_in_established_with_gr_peer_is_not_graceful() {
+    // RFC 8538 §1: RFC 4724 does not apply once a NOTIFICATION (here our 4/0) is exchanged.
     let mut s = established();
     let out = s.step(Event::TimerExpired(Timer::Hold));
     assert_eq!(out[0], send_notif(codes::HOLD_TIMER_EXPIRED, 0));
     assert_eq!(
         session_down(&out),
-        Some((DownReason::HoldTimerExpired, true))
+        Some((DownReason::HoldTimerExpired, false))
     );
     assert_eq!(s.state(), State::Idle);
     assert_eq!(s.last_error(), Some(&DownReason::HoldTimerExpired));

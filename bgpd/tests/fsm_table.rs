@@ -338,7 +338,7 @@ pair!(established_e08_automatic_stop: established(), automatic_stop() => Idle,
       [send_notif(6, 1), Output::Disconnect, stop(Hold), stop(KA), down(sent(6, 1), false), start(IH, 5)]);
 pair!(established_e09_connect_retry_expires: established(), expire(CR) => Established, []);
 pair!(established_e10_hold_expires: established(), expire(Hold) => Idle,
-      [send_notif(4, 0), Output::Disconnect, stop(KA), down(DownReason::HoldTimerExpired, true), start(IH, 5)]);
+      [send_notif(4, 0), Output::Disconnect, stop(KA), down(DownReason::HoldTimerExpired, false), start(IH, 5)]);
 pair!(established_e11_keepalive_expires: established(), expire(KA) => Established, [send_keepalive(), start(KA, 30)]);
 pair!(established_e12_delay_open_expires: established(), expire(DO) => Established, []);
 pair!(established_e13_idle_hold_expires: established(), expire(IH) => Established, []);

@@ -26,7 +26,12 @@ use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-const PREFIX: &str = "tl-";
+/// Names of everything the lab makes start with this: `tl-` (or `tl<name>-` with `--name`).
+static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn prefix() -> &'static str {
+    PREFIX.get().map_or("tl-", String::as_str)
+}
 const ECHO_PORT: u16 = 8080;
 const NODE_AS: u32 = 64512;
 const TOR_AS: u32 = 65000;
@@ -42,6 +47,10 @@ struct Args {
     /// Where the lab keeps its datastore, logs and state.
     #[arg(long, global = true, default_value = "/run/tortie-lab")]
     dir: PathBuf,
+    /// A name for running several labs side by side: namespaces `tl<name>-…` (keep it short:
+    /// interface names are at most 15 characters).
+    #[arg(long = "name", id = "lab_name", global = true, default_value = "")]
+    lab_name: String,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -62,7 +71,21 @@ enum Cmd {
     /// BGP sessions per node and the ToR's routes.
     Status,
     /// The pod-to-pod TCP matrix; exit status 1 if any cell fails.
-    Check,
+    Check {
+        /// Only pods on these nodes (comma-separated; default: all).
+        #[arg(long, value_delimiter = ',')]
+        nodes: Vec<String>,
+    },
+    /// Cut a node off the rack (its uplink goes down).
+    Fail {
+        /// Node.
+        node: String,
+    },
+    /// Reconnect a failed node.
+    Recover {
+        /// Node.
+        node: String,
+    },
     /// Run a command in a node's namespace.
     Exec {
         /// Node (`node-1`, …).
@@ -158,7 +181,8 @@ impl Lab {
     }
 
     fn netns(&mut self, name: &str) -> Res<String> {
-        let ns = format!("{PREFIX}{name}");
+        let pfx = prefix();
+        let ns = format!("{pfx}{name}");
         sh(&format!("ip netns add {ns} && ip -n {ns} link set lo up"))?;
         self.state.namespaces.push(ns.clone());
         self.save()?;
@@ -183,7 +207,7 @@ impl Lab {
     }
 
     fn node_ns(node: &str) -> String {
-        format!("{PREFIX}{node}")
+        format!("{}{node}", prefix())
     }
 
     fn cni(&self, node: &str, cmd: &str, pod: &str, netns: &str) -> Res<serde_json::Value> {
@@ -255,7 +279,16 @@ impl Lab {
         };
         let (_, _, ns, _) = self.state.pods.remove(i);
         self.cni(node, "DEL", pod, &format!("/run/netns/{ns}"))?;
-        let _ = sh(&format!("ip netns pids {ns} | xargs -r kill"));
+        // The pod's echo server: ours (recorded), found by its namespace, ended by PID.
+        let in_pod: Vec<u32> = sh(&format!("ip netns pids {ns}"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        for pid in in_pod.iter().filter(|p| self.state.pids.contains(p)) {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        self.state.pids.retain(|p| !in_pod.contains(p));
         let _ = sh(&format!("ip netns del {ns}"));
         self.state.namespaces.retain(|n| *n != ns);
         self.save()
@@ -288,14 +321,15 @@ impl Lab {
         sh(&format!(
             "ip -n {tor} link add rack type bridge && ip -n {tor} addr add {TOR_IP}/24 dev rack && ip -n {tor} link set rack up"
         ))?;
+        let pfx = prefix();
         for i in 1..=nodes {
             let node = format!("node-{i}");
             let ns = self.netns(&node)?;
             sh(&format!(
-                "ip link add {PREFIX}u{i} netns {ns} type veth peer name {PREFIX}r{i} netns {tor} && \
-                 ip -n {ns} link set {PREFIX}u{i} name eth0 && ip -n {ns} addr add 198.18.0.{i}/24 dev eth0 && \
+                "ip link add {pfx}u{i} netns {ns} type veth peer name {pfx}r{i} netns {tor} && \
+                 ip -n {ns} link set {pfx}u{i} name eth0 && ip -n {ns} addr add 198.18.0.{i}/24 dev eth0 && \
                  ip -n {ns} link set eth0 up && ip -n {ns} route add default via {TOR_IP} && \
-                 ip -n {tor} link set {PREFIX}r{i} master rack && ip -n {tor} link set {PREFIX}r{i} up"
+                 ip -n {tor} link set {pfx}r{i} master rack && ip -n {tor} link set {pfx}r{i} up"
             ))?;
             self.state.nodes.push(node);
         }
@@ -324,7 +358,7 @@ impl Lab {
         );
         for i in 1..=nodes {
             conf.push_str(&format!(
-                "\n[[peer]]\naddress = \"198.18.0.{i}\"\nasn = {NODE_AS}\nfamilies = [\"ipv4\"]\nexport_default = \"reject\"\n"
+                "\n[[peer]]\naddress = \"198.18.0.{i}\"\nasn = {NODE_AS}\nfamilies = [\"ipv4\"]\nexport_default = \"reject\"\nhold_time = 9\n"
             ));
         }
         std::fs::write(self.dir.join("tor.toml"), conf).map_err(|e| e.to_string())?;
@@ -437,7 +471,18 @@ impl Lab {
 
     /// Runs every pod → pod TCP probe; returns (cells, failures), printing the matrix if asked.
     fn matrix(&self, print: bool) -> (usize, usize) {
-        let pods = &self.state.pods;
+        self.matrix_of(&[], print)
+    }
+
+    fn matrix_of(&self, nodes: &[String], print: bool) -> (usize, usize) {
+        let pods: Vec<_> = self
+            .state
+            .pods
+            .iter()
+            .filter(|p| nodes.is_empty() || nodes.contains(&p.0))
+            .cloned()
+            .collect();
+        let pods = &pods;
         let mut failures = 0;
         let mut rows = Vec::new();
         for src in pods {
@@ -536,6 +581,13 @@ fn probe(addr: SocketAddr) -> Res<()> {
 }
 
 fn run(args: Args) -> Res<ExitCode> {
+    if args.lab_name.len() > 6 || !args.lab_name.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(format!(
+            "--name {:?}: at most 6 letters or digits",
+            args.lab_name
+        ));
+    }
+    let _ = PREFIX.set(format!("tl{}-", args.lab_name));
     match args.command {
         Cmd::ServeEcho { port } => serve_echo(port).map(|()| ExitCode::SUCCESS),
         Cmd::Probe { addr } => probe(addr).map(|()| ExitCode::SUCCESS),
@@ -572,8 +624,23 @@ fn run(args: Args) -> Res<ExitCode> {
             Lab::load(&args.dir).status();
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Check => {
-            let (_, failed) = Lab::load(&args.dir).matrix(true);
+        Cmd::Fail { node } | Cmd::Recover { node } if node.strip_prefix("node-").is_none() => {
+            Err(format!("{node}: nodes are node-1, node-2, …"))
+        }
+        Cmd::Fail { node } => {
+            let (i, pfx) = (node.trim_start_matches("node-"), prefix());
+            sh(&format!("ip -n {pfx}tor link set {pfx}r{i} down"))?;
+            step(&format!("{node} cut off the rack"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Recover { node } => {
+            let (i, pfx) = (node.trim_start_matches("node-"), prefix());
+            sh(&format!("ip -n {pfx}tor link set {pfx}r{i} up"))?;
+            step(&format!("{node} back on the rack"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Check { nodes } => {
+            let (_, failed) = Lab::load(&args.dir).matrix_of(&nodes, true);
             Ok(if failed == 0 {
                 ExitCode::SUCCESS
             } else {
