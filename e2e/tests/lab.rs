@@ -189,3 +189,33 @@ fn pod_churn_leaves_no_leak() {
         assert!(run_lab(dir, "c", &["check"]).status.success());
     });
 }
+
+/// The ToR as BIRD, FRR and GoBGP from Debian (tortie-bgpd is the default, tested above): each
+/// ends up holding every node's block via that node, and the pods are all green.
+#[test]
+fn tor_ebgp_with_bird_frr_and_gobgp() {
+    for (tor, name) in [("bird", "b"), ("frr", "r"), ("gobgp", "o")] {
+        let dir = tempfile::Builder::new()
+            .prefix("tortie-lab-test-")
+            .tempdir()
+            .unwrap();
+        let lab_dir = dir.path().join("lab");
+        let up = run_lab(
+            &lab_dir,
+            name,
+            &["up", "--nodes", "2", "--pods-per-node", "2", "--tor", tor],
+        );
+        let out = text(&up);
+        let routes = tor_routes(&lab_dir, name);
+        run_lab(&lab_dir, name, &["down"]);
+        assert!(up.status.success(), "{tor}: {out}");
+        assert!(out.contains("16 of 16 connections ok"), "{tor}: {out}");
+        for i in 1..=2 {
+            assert!(
+                routes.contains(&format!("via 198.18.0.{i}")),
+                "{tor}: {routes}"
+            );
+        }
+        assert!(routes.contains(&format!("ToR routes ({tor})")), "{routes}");
+    }
+}

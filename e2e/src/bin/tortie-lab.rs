@@ -65,6 +65,9 @@ enum Cmd {
         /// Pods per node.
         #[arg(long, default_value_t = 3)]
         pods_per_node: u32,
+        /// The ToR router: tortie (tortie-bgpd), bird, frr or gobgp.
+        #[arg(long, default_value = "tortie")]
+        tor: String,
     },
     /// Remove everything the lab made.
     Down,
@@ -118,10 +121,13 @@ enum Cmd {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 struct State {
     namespaces: Vec<String>,
     pids: Vec<u32>,
     nodes: Vec<String>,
+    /// The ToR's implementation.
+    tor: String,
     /// (node, pod, namespace, address)
     pods: Vec<(String, String, String, String)>,
 }
@@ -307,12 +313,13 @@ impl Lab {
         self.state = State::default();
     }
 
-    fn up(&mut self, nodes: u32, pods: u32) -> Res<()> {
+    fn up(&mut self, nodes: u32, pods: u32, tor_kind: &str) -> Res<()> {
         if self.dir.join("state.json").exists() {
             step("an earlier lab exists: taking it down first");
             self.down();
         }
         std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
+        self.state.tor = tor_kind.to_string();
         self.save()?;
         step(&format!(
             "underlay: a rack (bridge) in the ToR's namespace, {TOR_IP}/24"
@@ -350,26 +357,7 @@ impl Lab {
             bin("tortiectl").display(),
             file.display()
         ))?;
-        step(&format!(
-            "ToR: tortie-bgpd (AS {TOR_AS}) peering with every node; it collects routes and sends none"
-        ));
-        let mut conf = format!(
-            "[speaker]\nasn = {TOR_AS}\nrouter_id = \"{TOR_IP}\"\nlisten = [\"0.0.0.0:179\"]\ngraceful_restart_time = 120\n"
-        );
-        for i in 1..=nodes {
-            conf.push_str(&format!(
-                "\n[[peer]]\naddress = \"198.18.0.{i}\"\nasn = {NODE_AS}\nfamilies = [\"ipv4\"]\nexport_default = \"reject\"\nhold_time = 9\n"
-            ));
-        }
-        std::fs::write(self.dir.join("tor.toml"), conf).map_err(|e| e.to_string())?;
-        let argv = vec![
-            bin("tortie-bgpd").display().to_string(),
-            "--config".into(),
-            self.dir.join("tor.toml").display().to_string(),
-            "--control".into(),
-            self.dir.join("tor.sock").display().to_string(),
-        ];
-        self.spawn(&tor, &argv, "tor.log")?;
+        self.start_tor(&tor, nodes)?;
         for i in 1..=nodes {
             let node = format!("node-{i}");
             step(&format!(
@@ -421,7 +409,161 @@ impl Lab {
         Ok(())
     }
 
+    /// The ToR: collects every node's routes and sends none (the nodes reach each other
+    /// directly on the rack). Hold time 9 s, so a failed node is noticed quickly.
+    fn start_tor(&mut self, tor: &str, nodes: u32) -> Res<()> {
+        let kind = self.state.tor.clone();
+        step(&format!(
+            "ToR: {kind} (AS {TOR_AS}) peering with every node; it collects routes and sends none"
+        ));
+        let d = self.dir.display().to_string();
+        let argv: Vec<String> = match kind.as_str() {
+            "tortie" => {
+                let mut conf = format!(
+                    "[speaker]\nasn = {TOR_AS}\nrouter_id = \"{TOR_IP}\"\nlisten = [\"0.0.0.0:179\"]\ngraceful_restart_time = 120\n"
+                );
+                for i in 1..=nodes {
+                    conf.push_str(&format!(
+                        "\n[[peer]]\naddress = \"198.18.0.{i}\"\nasn = {NODE_AS}\nfamilies = [\"ipv4\"]\nexport_default = \"reject\"\nhold_time = 9\n"
+                    ));
+                }
+                std::fs::write(self.dir.join("tor.toml"), conf).map_err(|e| e.to_string())?;
+                vec![
+                    bin("tortie-bgpd").display().to_string(),
+                    "--config".into(),
+                    format!("{d}/tor.toml"),
+                    "--control".into(),
+                    format!("{d}/tor.sock"),
+                ]
+            }
+            "bird" => {
+                let mut conf = format!("router id {TOR_IP};\nprotocol device {{ }}\n");
+                for i in 1..=nodes {
+                    conf.push_str(&format!(
+                        "protocol bgp node{i} {{ local {TOR_IP} as {TOR_AS}; neighbor 198.18.0.{i} as {NODE_AS}; hold time 9; graceful restart on; ipv4 {{ import all; export none; }}; }}\n"
+                    ));
+                }
+                std::fs::write(self.dir.join("bird.conf"), conf).map_err(|e| e.to_string())?;
+                [
+                    "bird",
+                    "-f",
+                    "-c",
+                    &format!("{d}/bird.conf"),
+                    "-s",
+                    &format!("{d}/bird.ctl"),
+                ]
+                .map(String::from)
+                .to_vec()
+            }
+            "gobgp" => {
+                let mut conf = format!(
+                    "[global.config]\n  as = {TOR_AS}\n  router-id = \"{TOR_IP}\"\n  port = 179\n"
+                );
+                for i in 1..=nodes {
+                    conf.push_str(&format!(
+                        "\n[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"198.18.0.{i}\"\n    peer-as = {NODE_AS}\n  [neighbors.timers.config]\n    hold-time = 9\n    keepalive-interval = 3\n  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n"
+                    ));
+                }
+                std::fs::write(self.dir.join("gobgpd.toml"), conf).map_err(|e| e.to_string())?;
+                [
+                    "gobgpd",
+                    "-f",
+                    &format!("{d}/gobgpd.toml"),
+                    "--api-hosts",
+                    "127.0.0.1:50051",
+                ]
+                .map(String::from)
+                .to_vec()
+            }
+            "frr" => {
+                // FRR's daemons run as user frr: they must reach their files.
+                sh(&format!("chown frr:frr {d} && chmod 755 {d}"))?;
+                let mut conf = format!(
+                    "hostname tor\nrouter bgp {TOR_AS}\n bgp router-id {TOR_IP}\n no bgp ebgp-requires-policy\n"
+                );
+                for i in 1..=nodes {
+                    conf.push_str(&format!(
+                        " neighbor 198.18.0.{i} remote-as {NODE_AS}\n neighbor 198.18.0.{i} timers 3 9\n"
+                    ));
+                }
+                conf.push_str(" address-family ipv4 unicast\n");
+                for i in 1..=nodes {
+                    conf.push_str(&format!("  neighbor 198.18.0.{i} route-map NONE out\n"));
+                }
+                conf.push_str(" exit-address-family\nroute-map NONE deny 10\n");
+                std::fs::write(self.dir.join("bgpd.conf"), conf).map_err(|e| e.to_string())?;
+                std::fs::write(self.dir.join("zebra.conf"), "hostname tor\n")
+                    .map_err(|e| e.to_string())?;
+                let f = format!("-z {d}/zserv.api --vty_socket {d} -u frr -g frr");
+                let zebra =
+                    format!("exec /usr/lib/frr/zebra {f} -i {d}/zebra.pid -f {d}/zebra.conf");
+                self.spawn(tor, &["sh".into(), "-c".into(), zebra], "zebra.log")?;
+                std::thread::sleep(Duration::from_secs(1));
+                let bgpd =
+                    format!("exec /usr/lib/frr/bgpd {f} -n -i {d}/bgpd.pid -f {d}/bgpd.conf");
+                vec!["sh".into(), "-c".into(), bgpd]
+            }
+            other => {
+                return Err(format!(
+                    "--tor {other}: expected tortie, bird, frr or gobgp"
+                ));
+            }
+        };
+        self.spawn(tor, &argv, "tor.log")?;
+        Ok(())
+    }
+
+    /// (prefix, next hops) as the ToR reports them, whichever implementation it is.
     fn tor_routes(&self) -> Vec<(String, String)> {
+        let d = self.dir.display().to_string();
+        let ns = format!("{}tor", prefix());
+        let text = match self.state.tor.as_str() {
+            "bird" => sh(&format!(
+                "ip netns exec {ns} birdc -s {d}/bird.ctl show route"
+            )),
+            "gobgp" => sh(&format!(
+                "ip netns exec {ns} gobgp -p 50051 global rib -a ipv4"
+            )),
+            "frr" => sh(&format!(
+                "ip netns exec {ns} vtysh --vty_socket {d} -c 'show ip bgp'"
+            )),
+            _ => return self.tortie_tor_routes(),
+        }
+        .unwrap_or_default();
+        // Every line (or pair of lines, BIRD) names a prefix and then its next hop.
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut pending: Option<String> = None;
+        for line in text.lines() {
+            let words: Vec<&str> = line
+                .split_whitespace()
+                .map(|w| w.trim_start_matches("*>").trim_start_matches('*'))
+                .filter(|w| !w.is_empty())
+                .collect();
+            let prefix = words
+                .iter()
+                .find(|w| w.contains('/') && w.parse::<ipnet::IpNet>().is_ok());
+            let hop = words
+                .iter()
+                .skip_while(|w| Some(*w) != prefix)
+                .find(|w| w.parse::<std::net::IpAddr>().is_ok());
+            match (prefix, hop, pending.take()) {
+                (Some(p), Some(h), _) => out.push((p.to_string(), h.to_string())),
+                (Some(p), None, _) => pending = Some(p.to_string()),
+                (None, _, Some(p)) => {
+                    if let Some(h) = words.iter().find(|w| w.parse::<std::net::IpAddr>().is_ok()) {
+                        out.push((p, h.to_string()));
+                    } else {
+                        pending = Some(p);
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.retain(|(p, _)| p.starts_with("10.244."));
+        out
+    }
+
+    fn tortie_tor_routes(&self) -> Vec<(String, String)> {
         let out = sh(&format!(
             "{} query {} routes",
             bin("tortie-bgpd").display(),
@@ -463,7 +605,7 @@ impl Lab {
                 Err(e) => println!("  agent unreachable: {e}"),
             }
         }
-        println!("\n\x1b[1mToR routes (tortie-bgpd)\x1b[0m");
+        println!("\n\x1b[1mToR routes ({})\x1b[0m", self.state.tor);
         for (p, h) in self.tor_routes() {
             println!("  {p:<18} via {h}");
         }
@@ -594,9 +736,10 @@ fn run(args: Args) -> Res<ExitCode> {
         Cmd::Up {
             nodes,
             pods_per_node,
+            tor,
         } => {
             let mut lab = Lab::load(&args.dir);
-            if let Err(e) = lab.up(nodes, pods_per_node) {
+            if let Err(e) = lab.up(nodes, pods_per_node, &tor) {
                 eprintln!(
                     "error: {e}\n(the lab is left up for inspection: `tortie-lab status`, `tortie-lab down`; logs in {})",
                     args.dir.display()
