@@ -89,22 +89,19 @@ fn text(o: &Output) -> String {
 
 /// Runs `f` on a lab that is taken down afterwards, even when `f` fails.
 fn with_lab(name: &str, nodes: u32, pods: u32, f: impl FnOnce(&Path)) {
+    let (nodes, pods) = (nodes.to_string(), pods.to_string());
+    with_lab_opts(name, &["--nodes", &nodes, "--pods-per-node", &pods], f)
+}
+
+fn with_lab_opts(name: &str, opts: &[&str], f: impl FnOnce(&Path)) {
     let dir = tempfile::Builder::new()
         .prefix("tortie-lab-test-")
         .tempdir()
         .unwrap();
     let lab_dir = dir.path().join("lab");
-    let up = run_lab(
-        &lab_dir,
-        name,
-        &[
-            "up",
-            "--nodes",
-            &nodes.to_string(),
-            "--pods-per-node",
-            &pods.to_string(),
-        ],
-    );
+    let mut args = vec!["up"];
+    args.extend_from_slice(opts);
+    let up = run_lab(&lab_dir, name, &args);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         assert!(up.status.success(), "{}", text(&up));
         f(&lab_dir)
@@ -218,4 +215,61 @@ fn tor_ebgp_with_bird_frr_and_gobgp() {
         }
         assert!(routes.contains(&format!("ToR routes ({tor})")), "{routes}");
     }
+}
+
+/// The etcd variant, and a datastore outage: with etcd stopped, a pod ADD fails with a clear
+/// error within the plugin's timeout, a pod DEL still succeeds (its release is deferred), and
+/// when etcd is back the release completes (`ipam check` clean) and new pods come up.
+#[test]
+fn etcd_datastore_and_an_outage() {
+    with_lab_opts(
+        "e",
+        &[
+            "--nodes",
+            "2",
+            "--pods-per-node",
+            "1",
+            "--datastore",
+            "etcd",
+        ],
+        |dir| {
+            assert!(run_lab(dir, "e", &["check"]).status.success());
+            assert!(run_lab(dir, "e", &["datastore", "stop"]).status.success());
+            let t0 = Instant::now();
+            let add = run_lab(dir, "e", &["pod", "add", "node-1", "late"]);
+            let took = t0.elapsed();
+            assert!(!add.status.success(), "ADD worked without a datastore");
+            let err = text(&add);
+            assert!(
+                err.contains("IPAM") || err.contains("unreachable"),
+                "not a clear error: {err}"
+            );
+            assert!(took < Duration::from_secs(15), "ADD took {took:?}");
+            let del = run_lab(dir, "e", &["pod", "del", "node-1", "pod-1"]);
+            assert!(
+                del.status.success(),
+                "DEL failed during the outage: {}",
+                text(&del)
+            );
+            assert!(run_lab(dir, "e", &["datastore", "start"]).status.success());
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let check = run_lab(dir, "e", &["ctl", "--", "ipam", "check"]);
+                let show = text(&run_lab(dir, "e", &["ctl", "--", "ipam", "show"]));
+                // One pod left (node-2's): its address is the only one in use.
+                if check.status.success() && show.contains("1 (0%)") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "not recovered: {}\n{show}",
+                    text(&check)
+                );
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            let again = run_lab(dir, "e", &["pod", "add", "node-1", "again"]);
+            assert!(again.status.success(), "{}", text(&again));
+            assert!(run_lab(dir, "e", &["check"]).status.success());
+        },
+    );
 }

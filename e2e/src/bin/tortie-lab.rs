@@ -37,6 +37,7 @@ const NODE_AS: u32 = 64512;
 const TOR_AS: u32 = 65000;
 const TOR_IP: &str = "198.18.0.254";
 const POOL: &str = "10.244.0.0/16";
+const ETCD_IP: &str = "198.18.0.250";
 
 #[derive(Parser)]
 #[command(
@@ -68,6 +69,20 @@ enum Cmd {
         /// The ToR router: tortie (tortie-bgpd), bird, frr or gobgp.
         #[arg(long, default_value = "tortie")]
         tor: String,
+        /// The datastore: sqlite (one embedded file) or etcd (Debian's, in a namespace).
+        #[arg(long, default_value = "sqlite")]
+        datastore: String,
+    },
+    /// Stop or start the lab's etcd (a datastore outage).
+    Datastore {
+        /// `stop` or `start`.
+        action: String,
+    },
+    /// Run tortiectl against the lab's datastore.
+    Ctl {
+        /// Its arguments.
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
     },
     /// Remove everything the lab made.
     Down,
@@ -128,6 +143,10 @@ struct State {
     nodes: Vec<String>,
     /// The ToR's implementation.
     tor: String,
+    /// `sqlite` or `etcd`.
+    datastore: String,
+    /// etcd's PID while it runs.
+    etcd_pid: Option<u32>,
     /// (node, pod, namespace, address)
     pods: Vec<(String, String, String, String)>,
 }
@@ -222,6 +241,7 @@ impl Lab {
             "agentSocket": self.dir.join(format!("{node}.sock")),
             "dataDir": self.dir.join(format!("{node}-cni")),
             "logFile": self.dir.join("cni.log"),
+            "timeoutSeconds": 5,
             "ipam": {"type": "tortie-ipam"},
         });
         let mut child = Command::new("ip")
@@ -313,13 +333,14 @@ impl Lab {
         self.state = State::default();
     }
 
-    fn up(&mut self, nodes: u32, pods: u32, tor_kind: &str) -> Res<()> {
+    fn up(&mut self, nodes: u32, pods: u32, tor_kind: &str, datastore: &str) -> Res<()> {
         if self.dir.join("state.json").exists() {
             step("an earlier lab exists: taking it down first");
             self.down();
         }
         std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
         self.state.tor = tor_kind.to_string();
+        self.state.datastore = datastore.to_string();
         self.save()?;
         step(&format!(
             "underlay: a rack (bridge) in the ToR's namespace, {TOR_IP}/24"
@@ -341,10 +362,8 @@ impl Lab {
             self.state.nodes.push(node);
         }
         self.save()?;
-        step(
-            "datastore: an embedded SQLite file shared by the nodes; default pool, BGP configuration, ToR peer (tortiectl)",
-        );
-        let ds = format!("sqlite://{}", self.dir.join("datastore.db").display());
+        step("resources: default pool, BGP configuration, ToR peer (tortiectl apply)");
+        let ds = self.start_datastore(&tor)?;
         let resources = format!(
             "apiVersion: tortie.io/v1\nkind: IPPool\nmetadata: {{name: default-ipv4}}\nspec: {{cidr: {POOL}, blockSize: 26}}\n---\n\
              apiVersion: tortie.io/v1\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{asNumber: {NODE_AS}, nodeToNodeMeshEnabled: true}}\n---\n\
@@ -352,11 +371,7 @@ impl Lab {
         );
         let file = self.dir.join("resources.yaml");
         std::fs::write(&file, resources).map_err(|e| e.to_string())?;
-        sh(&format!(
-            "{} --datastore {ds} apply -f {}",
-            bin("tortiectl").display(),
-            file.display()
-        ))?;
+        self.tortiectl(&format!("apply -f {}", file.display()))?;
         self.start_tor(&tor, nodes)?;
         for i in 1..=nodes {
             let node = format!("node-{i}");
@@ -511,6 +526,77 @@ impl Lab {
         };
         self.spawn(tor, &argv, "tor.log")?;
         Ok(())
+    }
+
+    /// The datastore URL; with etcd, Debian's etcd runs in a management namespace on the rack
+    /// (198.18.0.250), reachable from every node.
+    fn start_datastore(&mut self, tor: &str) -> Res<String> {
+        if self.state.datastore != "etcd" {
+            step("datastore: an embedded SQLite file shared by the nodes");
+            return Ok(format!(
+                "sqlite://{}",
+                self.dir.join("datastore.db").display()
+            ));
+        }
+        step("datastore: Debian's etcd in the management namespace, 198.18.0.250:2379");
+        let pfx = prefix();
+        let mgmt = self.netns("mgmt")?;
+        sh(&format!(
+            "ip link add {pfx}m netns {mgmt} type veth peer name {pfx}mr netns {tor} && \
+             ip -n {mgmt} addr add {ETCD_IP}/24 dev {pfx}m && ip -n {mgmt} link set {pfx}m up && \
+             ip -n {tor} link set {pfx}mr master rack && ip -n {tor} link set {pfx}mr up"
+        ))?;
+        self.start_etcd()?;
+        Ok(format!("etcd://{ETCD_IP}:2379"))
+    }
+
+    fn start_etcd(&mut self) -> Res<()> {
+        let d = self.dir.display().to_string();
+        let argv: Vec<String> = [
+            "etcd",
+            "--name",
+            "lab",
+            "--data-dir",
+            &format!("{d}/etcd"),
+            "--listen-client-urls",
+            &format!("http://{ETCD_IP}:2379"),
+            "--advertise-client-urls",
+            &format!("http://{ETCD_IP}:2379"),
+            "--listen-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-cluster",
+            "lab=http://127.0.0.1:2380",
+            "--log-level",
+            "warn",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mgmt = format!("{}mgmt", prefix());
+        let pid = self.spawn(&mgmt, &argv, "etcd.log")?;
+        self.state.etcd_pid = Some(pid);
+        self.save()?;
+        wait(Duration::from_secs(30), || {
+            self.tortiectl("get ippools").is_ok()
+        })
+        .map_err(|_| "etcd did not come up (see etcd.log)".to_string())
+    }
+
+    /// Runs tortiectl against the lab's datastore (from the management namespace for etcd).
+    fn tortiectl(&self, args: &str) -> Res<String> {
+        let ctl = bin("tortiectl").display().to_string();
+        if self.state.datastore == "etcd" {
+            sh(&format!(
+                "ip netns exec {}mgmt {ctl} --datastore etcd://{ETCD_IP}:2379 {args}",
+                prefix()
+            ))
+        } else {
+            sh(&format!(
+                "{ctl} --datastore sqlite://{} {args}",
+                self.dir.join("datastore.db").display()
+            ))
+        }
     }
 
     /// (prefix, next hops) as the ToR reports them, whichever implementation it is.
@@ -737,9 +823,13 @@ fn run(args: Args) -> Res<ExitCode> {
             nodes,
             pods_per_node,
             tor,
+            datastore,
         } => {
+            if datastore != "sqlite" && datastore != "etcd" {
+                return Err(format!("--datastore {datastore}: expected sqlite or etcd"));
+            }
             let mut lab = Lab::load(&args.dir);
-            if let Err(e) = lab.up(nodes, pods_per_node, &tor) {
+            if let Err(e) = lab.up(nodes, pods_per_node, &tor, &datastore) {
                 eprintln!(
                     "error: {e}\n(the lab is left up for inspection: `tortie-lab status`, `tortie-lab down`; logs in {})",
                     args.dir.display()
@@ -762,6 +852,46 @@ fn run(args: Args) -> Res<ExitCode> {
             lab.down();
             step("lab removed");
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Datastore { action } => {
+            let mut lab = Lab::load(&args.dir);
+            if lab.state.datastore != "etcd" {
+                return Err("only an etcd datastore can be stopped (up --datastore etcd)".into());
+            }
+            match action.as_str() {
+                "stop" => {
+                    if let Some(pid) = lab.state.etcd_pid.take() {
+                        let _ = Command::new("kill").arg(pid.to_string()).status();
+                        lab.state.pids.retain(|p| *p != pid);
+                        lab.save()?;
+                        // Wait until it is really gone (the port closes).
+                        let _ = wait(Duration::from_secs(10), || {
+                            !Path::new(&format!("/proc/{pid}")).exists()
+                        });
+                    }
+                    step("etcd stopped");
+                }
+                "start" => {
+                    lab.start_etcd()?;
+                    step("etcd started");
+                }
+                other => return Err(format!("datastore {other}: expected stop or start")),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Ctl { args: ctl_args } => {
+            let lab = Lab::load(&args.dir);
+            let out = lab.tortiectl(&ctl_args.join(" "));
+            match out {
+                Ok(o) => {
+                    print!("{o}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Cmd::Status => {
             Lab::load(&args.dir).status();
