@@ -159,22 +159,14 @@ impl Cluster {
         must(&format!("ip -n {n2} route add default via 198.18.2.254"));
         // The datastore both agents share (SQLite is multi-process safe), with a small block
         // size so that a few pods fill a block.
-        let ds = format!("sqlite://{}", lab.path("ds.db").display());
-        let store = tortie_datastore::Datastore::open(&ds).await.unwrap();
-        let mut pool = tortie_api::IPPoolSpec::new("10.244.0.0/16".parse().unwrap());
-        pool.block_size = Some(30);
-        store
-            .create(tortie_api::Object::new("pool", pool))
-            .await
-            .unwrap();
-        let cfg: tortie_api::BGPConfigurationSpec = serde_json::from_value(json!({
-            "nodeToNodeMeshEnabled": false, "asNumber": 64512
-        }))
-        .unwrap();
-        store
-            .create(tortie_api::Object::new("default", cfg))
-            .await
-            .unwrap();
+        let (ds, store) = seed(
+            &lab,
+            json!({"cidr": "10.244.0.0/16", "blockSize": 30}),
+            Some(json!({
+                "nodeToNodeMeshEnabled": false, "asNumber": 64512
+            })),
+        )
+        .await;
         for (node, peer) in [("node-1", "198.18.1.254"), ("node-2", "198.18.2.254")] {
             let spec: tortie_api::BGPPeerSpec = serde_json::from_value(json!({
                 "node": node, "peerIP": peer, "asNumber": 65000
@@ -324,6 +316,26 @@ impl Cluster {
     fn kernel_route(&self, i: usize, prefix: &str) -> String {
         sh(&format!("ip -n {} route show {prefix}", self.nodes[i])).1
     }
+}
+
+/// The shared datastore of a test lab, with its pool and (optionally) the cluster's BGP
+/// configuration.
+async fn seed(lab: &Lab, pool: Value, bgp: Option<Value>) -> (String, tortie_datastore::Datastore) {
+    let url = format!("sqlite://{}", lab.path("ds.db").display());
+    let store = tortie_datastore::Datastore::open(&url).await.unwrap();
+    let pool: tortie_api::IPPoolSpec = serde_json::from_value(pool).unwrap();
+    store
+        .create(tortie_api::Object::new("pool", pool))
+        .await
+        .unwrap();
+    if let Some(bgp) = bgp {
+        let cfg: tortie_api::BGPConfigurationSpec = serde_json::from_value(bgp).unwrap();
+        store
+            .create(tortie_api::Object::new("default", cfg))
+            .await
+            .unwrap();
+    }
+    (url, store)
 }
 
 fn block_of(ip: &str) -> String {
@@ -573,20 +585,12 @@ async fn four_nodes_one_route_reflector() {
         nodes.push(n);
         addrs.push((format!("198.18.10.{i}/24"), "64512".to_string()));
     }
-    let ds = format!("sqlite://{}", lab.path("ds.db").display());
-    let store = tortie_datastore::Datastore::open(&ds).await.unwrap();
-    let mut pool = tortie_api::IPPoolSpec::new("10.244.0.0/16".parse().unwrap());
-    pool.block_size = Some(30);
-    store
-        .create(tortie_api::Object::new("pool", pool))
-        .await
-        .unwrap();
-    let cfg: tortie_api::BGPConfigurationSpec =
-        serde_json::from_value(json!({"nodeToNodeMeshEnabled": false, "asNumber": 64512})).unwrap();
-    store
-        .create(tortie_api::Object::new("default", cfg))
-        .await
-        .unwrap();
+    let (ds, store) = seed(
+        &lab,
+        json!({"cidr": "10.244.0.0/16", "blockSize": 30}),
+        Some(json!({"nodeToNodeMeshEnabled": false, "asNumber": 64512})),
+    )
+    .await;
     let rr: tortie_api::NodeSpec =
         serde_json::from_value(json!({"bgp": {"routeReflectorClusterID": "244.0.0.1"}})).unwrap();
     let mut rr = tortie_api::Object::new("node-1", rr);
@@ -686,22 +690,14 @@ async fn vxlan_cross_subnet() {
         nodes.push(n);
         addrs.push((addr.to_string(), "64512".to_string()));
     }
-    let ds = format!("sqlite://{}", lab.path("ds.db").display());
-    let store = tortie_datastore::Datastore::open(&ds).await.unwrap();
-    let pool: tortie_api::IPPoolSpec = serde_json::from_value(json!({
-        "cidr": "10.244.0.0/16", "blockSize": 30, "vxlanMode": "CrossSubnet"
-    }))
-    .unwrap();
-    store
-        .create(tortie_api::Object::new("pool", pool))
-        .await
-        .unwrap();
-    let cfg: tortie_api::BGPConfigurationSpec =
-        serde_json::from_value(json!({"nodeToNodeMeshEnabled": false})).unwrap();
-    store
-        .create(tortie_api::Object::new("default", cfg))
-        .await
-        .unwrap();
+    let (ds, _) = seed(
+        &lab,
+        json!({
+            "cidr": "10.244.0.0/16", "blockSize": 30, "vxlanMode": "CrossSubnet"
+        }),
+        Some(json!({"nodeToNodeMeshEnabled": false})),
+    )
+    .await;
     let mut c = Cluster {
         lab,
         tor: router,
@@ -788,16 +784,14 @@ async fn nat_outgoing_masquerades_pod_traffic_leaving_the_pools() {
     let link = format!("{}l", lab.prefix);
     lab.link(&n1, "198.18.40.1/24", &outside, "198.18.40.254/24", &link);
     must(&format!("ip -n {n1} route add default via 198.18.40.254"));
-    let ds = format!("sqlite://{}", lab.path("ds.db").display());
-    let store = tortie_datastore::Datastore::open(&ds).await.unwrap();
-    let pool: tortie_api::IPPoolSpec = serde_json::from_value(json!({
-        "cidr": "10.244.0.0/16", "natOutgoing": true
-    }))
-    .unwrap();
-    store
-        .create(tortie_api::Object::new("pool", pool))
-        .await
-        .unwrap();
+    let (ds, store) = seed(
+        &lab,
+        json!({
+            "cidr": "10.244.0.0/16", "natOutgoing": true
+        }),
+        None,
+    )
+    .await;
     let mut c = Cluster {
         lab,
         tor: outside.clone(),
