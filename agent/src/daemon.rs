@@ -35,6 +35,9 @@ pub struct Config {
     pub node: String,
     /// Node IPv4 address with prefix length (its BGP identifier and session address).
     pub address: InterfaceAddress,
+    /// Node IPv6 address with prefix length: next hop of our IPv6 blocks (dual stack); the
+    /// sessions stay on IPv4 and carry both families (RFC 4760).
+    pub address6: Option<InterfaceAddress>,
     /// AS for this node when its `Node` does not say (else the cluster's, else 64512).
     pub as_number: Option<u32>,
     /// BGP listen address.
@@ -94,6 +97,9 @@ pub async fn run(
         .unwrap_or_else(|| Object::new(cfg.node.clone(), NodeSpec::default()));
     let mut bgp = node.spec.bgp.clone().unwrap_or_default();
     bgp.ipv4_address = Some(cfg.address);
+    if let Some(a6) = cfg.address6 {
+        bgp.ipv6_address = Some(a6);
+    }
     if bgp.as_number.is_none()
         && let Some(a) = cfg.as_number
     {
@@ -159,7 +165,13 @@ pub async fn run(
                 .map(|a| a.cidr.net())
                 .collect();
             let pools = ds.list::<IPPoolSpec>(None).await?.items;
-            let want = export_set(cfg.address.addr(), &blocks, &pools, &cluster);
+            let want = export_set(
+                cfg.address.addr(),
+                cfg.address6.map(|a| a.addr()),
+                &blocks,
+                &pools,
+                &cluster,
+            );
             let gone: Vec<IpNet> = exported
                 .keys()
                 .filter(|p| !want.contains_key(p))
@@ -197,7 +209,11 @@ pub async fn run(
                     spec.ttl_security_hops = p.ttl_security;
                     spec.rr_client = p.rr_client;
                     spec.export.local_only = p.external;
-                    spec.families = BTreeSet::from([tortie_bgpd::Afi::Ipv4]);
+                    spec.families = if cfg.address6.is_some() {
+                        BTreeSet::from([tortie_bgpd::Afi::Ipv4, tortie_bgpd::Afi::Ipv6])
+                    } else {
+                        BTreeSet::from([tortie_bgpd::Afi::Ipv4])
+                    };
                     if let Err(e) = speaker.add_peer(spec).await {
                         tracing::warn!(peer = %addr, error = %e, "cannot add peer");
                     } else {
@@ -233,7 +249,11 @@ pub async fn run(
                 }
                 let hops: Vec<IpAddr> = hops
                     .into_iter()
-                    .filter(|h| !h.is_unspecified() && *h != cfg.address.addr())
+                    .filter(|h| {
+                        !h.is_unspecified()
+                            && *h != cfg.address.addr()
+                            && Some(*h) != cfg.address6.map(|a| a.addr())
+                    })
                     .collect();
                 if !hops.is_empty() {
                     desired.insert(prefix, Target::via(hops));
@@ -391,6 +411,7 @@ pub async fn run(
 /// give it (by name from `communities`, or literal), next hop our address.
 pub fn export_set(
     next_hop: IpAddr,
+    next_hop6: Option<IpAddr>,
     blocks: &BTreeSet<IpNet>,
     pools: &[Object<IPPoolSpec>],
     cluster: &BGPConfigurationSpec,
@@ -408,8 +429,17 @@ pub fn export_set(
         .chain(&cluster.service_load_balancer_ips)
         .map(|r| r.cidr.net());
     for prefix in blocks.iter().copied().filter(exportable).chain(services) {
+        // An IPv6 prefix needs an IPv6 next hop; without one the node cannot offer it.
+        let hop = if prefix.addr().is_ipv6() {
+            match next_hop6 {
+                Some(h) => h,
+                None => continue,
+            }
+        } else {
+            next_hop
+        };
         let mut attrs = PathAttrs {
-            next_hop: Some(next_hop),
+            next_hop: Some(hop),
             ..Default::default()
         };
         for adv in cluster

@@ -33,7 +33,7 @@ fn blocks_services_and_communities() {
         .map(|b| b.parse().unwrap())
         .collect();
     let nh: std::net::IpAddr = "198.18.0.1".parse().unwrap();
-    let out = export_set(nh, &blocks, &pools, &cluster);
+    let out = export_set(nh, None, &blocks, &pools, &cluster);
     let keys: Vec<String> = out.keys().map(ToString::to_string).collect();
     assert_eq!(
         keys,

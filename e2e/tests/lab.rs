@@ -273,3 +273,30 @@ fn etcd_datastore_and_an_outage() {
         },
     );
 }
+
+/// Dual stack: an IPv6 underlay and pool next to the IPv4 ones; IPv6 blocks travel over the
+/// IPv4 sessions (MP-BGP) with the owner's IPv6 address as next hop; every pod reaches every
+/// other over both families.
+#[test]
+fn dual_stack() {
+    with_lab_opts(
+        "d",
+        &["--nodes", "2", "--pods-per-node", "2", "--ipv6"],
+        |dir| {
+            let check = run_lab(dir, "d", &["check"]);
+            let out = text(&check);
+            assert!(check.status.success(), "{out}");
+            assert!(out.contains("over IPv6"), "{out}");
+            assert_eq!(out.matches("16 of 16 connections ok").count(), 2, "{out}");
+            let routes = text(&run_lab(
+                dir,
+                "d",
+                &[
+                    "exec", "node-1", "--", "ip", "-6", "route", "show", "proto", "80",
+                ],
+            ));
+            assert!(routes.contains("via fd00:198:18::2"), "{routes}");
+            assert!(routes.contains("blackhole fd00:10:244:"), "{routes}");
+        },
+    );
+}

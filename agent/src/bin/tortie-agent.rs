@@ -33,6 +33,9 @@ struct Args {
     /// This node's IPv4 address with prefix length (default: first found, Calico's rules).
     #[arg(long)]
     ip: Option<String>,
+    /// This node's IPv6 address with prefix length (dual stack: next hop of its IPv6 blocks).
+    #[arg(long)]
+    ip6: Option<String>,
     /// How to find the node's IPv4 address when --ip is not given: first-found,
     /// interface=REGEX, skip-interface=REGEX, cidr=CIDR[,CIDR…], can-reach=IP.
     #[arg(
@@ -190,9 +193,19 @@ async fn main() -> anyhow::Result<()> {
                 tortie_api::values::InterfaceAddress(net)
             }
         };
+        let address6 = match &args.ip6 {
+            Some(a) => Some(
+                a.parse::<tortie_api::values::InterfaceAddress>()
+                    .ok()
+                    .filter(|a| a.addr().is_ipv6())
+                    .ok_or_else(|| anyhow::anyhow!("--ip6: {a:?} is not an IPv6 address/prefix"))?,
+            ),
+            None => None,
+        };
         let cfg = tortie_agent::daemon::Config {
             node: args.node.clone(),
             address,
+            address6,
             as_number: args.as_number,
             bgp_listen: args.bgp_listen,
             route_protocol: args.route_protocol,

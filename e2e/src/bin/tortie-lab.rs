@@ -37,6 +37,7 @@ const NODE_AS: u32 = 64512;
 const TOR_AS: u32 = 65000;
 const TOR_IP: &str = "198.18.0.254";
 const POOL: &str = "10.244.0.0/16";
+const POOL6: &str = "fd00:10:244::/48";
 const ETCD_IP: &str = "198.18.0.250";
 
 #[derive(Parser)]
@@ -72,6 +73,9 @@ enum Cmd {
         /// The datastore: sqlite (one embedded file) or etcd (Debian's, in a namespace).
         #[arg(long, default_value = "sqlite")]
         datastore: String,
+        /// Dual stack: IPv6 underlay, an IPv6 pool, pods with both families.
+        #[arg(long)]
+        ipv6: bool,
     },
     /// Stop or start the lab's etcd (a datastore outage).
     Datastore {
@@ -147,6 +151,10 @@ struct State {
     datastore: String,
     /// etcd's PID while it runs.
     etcd_pid: Option<u32>,
+    /// Dual stack.
+    ipv6: bool,
+    /// Pod namespace → IPv6 address (dual stack).
+    pods6: std::collections::BTreeMap<String, String>,
     /// (node, pod, namespace, address)
     pods: Vec<(String, String, String, String)>,
 }
@@ -242,7 +250,7 @@ impl Lab {
             "dataDir": self.dir.join(format!("{node}-cni")),
             "logFile": self.dir.join("cni.log"),
             "timeoutSeconds": 5,
-            "ipam": {"type": "tortie-ipam"},
+            "ipam": {"type": "tortie-ipam", "assign_ipv6": if self.state.ipv6 { "true" } else { "false" }},
         });
         let mut child = Command::new("ip")
             .args(["netns", "exec", &Lab::node_ns(node)])
@@ -281,6 +289,16 @@ impl Lab {
             .and_then(|a| a.split('/').next())
             .ok_or_else(|| format!("no address in {r}"))?
             .to_string();
+        if let Some(ip6) = r["ips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["address"].as_str())
+            .find(|a| a.contains(':'))
+        {
+            let ip6 = ip6.split('/').next().unwrap_or_default().to_string();
+            self.state.pods6.insert(ns.clone(), ip6);
+        }
         let argv = vec![
             bin("tortie-lab").display().to_string(),
             "serve-echo".into(),
@@ -333,7 +351,14 @@ impl Lab {
         self.state = State::default();
     }
 
-    fn up(&mut self, nodes: u32, pods: u32, tor_kind: &str, datastore: &str) -> Res<()> {
+    fn up(
+        &mut self,
+        nodes: u32,
+        pods: u32,
+        tor_kind: &str,
+        datastore: &str,
+        ipv6: bool,
+    ) -> Res<()> {
         if self.dir.join("state.json").exists() {
             step("an earlier lab exists: taking it down first");
             self.down();
@@ -341,6 +366,7 @@ impl Lab {
         std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
         self.state.tor = tor_kind.to_string();
         self.state.datastore = datastore.to_string();
+        self.state.ipv6 = ipv6;
         self.save()?;
         step(&format!(
             "underlay: a rack (bridge) in the ToR's namespace, {TOR_IP}/24"
@@ -359,6 +385,11 @@ impl Lab {
                  ip -n {ns} link set eth0 up && ip -n {ns} route add default via {TOR_IP} && \
                  ip -n {tor} link set {pfx}r{i} master rack && ip -n {tor} link set {pfx}r{i} up"
             ))?;
+            if self.state.ipv6 {
+                sh(&format!(
+                    "ip -n {ns} addr add fd00:198:18::{i}/64 dev eth0 nodad"
+                ))?;
+            }
             self.state.nodes.push(node);
         }
         self.save()?;
@@ -369,6 +400,13 @@ impl Lab {
              apiVersion: tortie.io/v1\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{asNumber: {NODE_AS}, nodeToNodeMeshEnabled: true}}\n---\n\
              apiVersion: tortie.io/v1\nkind: BGPPeer\nmetadata: {{name: tor}}\nspec: {{peerIP: {TOR_IP}, asNumber: {TOR_AS}}}\n"
         );
+        let resources = if self.state.ipv6 {
+            format!(
+                "{resources}---\napiVersion: tortie.io/v1\nkind: IPPool\nmetadata: {{name: default-ipv6}}\nspec: {{cidr: \"{POOL6}\", blockSize: 122}}\n"
+            )
+        } else {
+            resources
+        };
         let file = self.dir.join("resources.yaml");
         std::fs::write(&file, resources).map_err(|e| e.to_string())?;
         self.tortiectl(&format!("apply -f {}", file.display()))?;
@@ -392,6 +430,10 @@ impl Lab {
                 self.dir.join(format!("{node}-cni")).display().to_string(),
             ]
             .to_vec();
+            let mut argv = argv;
+            if self.state.ipv6 {
+                argv.extend(["--ip6".to_string(), format!("fd00:198:18::{i}/64")]);
+            }
             let ns = Lab::node_ns(&node);
             self.spawn(&ns, &argv, &format!("agent-{node}.log"))?;
         }
@@ -710,61 +752,79 @@ impl Lab {
             .filter(|p| nodes.is_empty() || nodes.contains(&p.0))
             .cloned()
             .collect();
-        let pods = &pods;
-        let mut failures = 0;
-        let mut rows = Vec::new();
-        for src in pods {
-            let mut row = Vec::new();
-            for dst in pods {
-                let ok = Command::new("ip")
-                    .args(["netns", "exec", &src.2])
-                    .arg(bin("tortie-lab"))
-                    .args(["probe", &format!("{}:{ECHO_PORT}", dst.3)])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success());
-                if !ok {
-                    failures += 1;
-                }
-                row.push(ok);
-            }
-            rows.push(row);
+        let mut families = vec![("IPv4", pods.iter().map(|p| p.3.clone()).collect::<Vec<_>>())];
+        if self.state.ipv6 {
+            families.push((
+                "IPv6",
+                pods.iter()
+                    .map(|p| self.state.pods6.get(&p.2).cloned().unwrap_or_default())
+                    .collect(),
+            ));
         }
-        if print {
-            let label = |p: &(String, String, String, String)| {
-                format!(
-                    "{}/{}",
-                    p.0.trim_start_matches("node-"),
-                    p.1.trim_start_matches("pod-")
-                )
-            };
-            print!("\n\x1b[1mpod → pod TCP (node/pod)\x1b[0m\n{:>6}", "");
-            for p in pods {
-                print!(" {:>4}", label(p));
+        let (mut cells, mut failures) = (0, 0);
+        for (family, addrs) in families {
+            let mut rows = Vec::new();
+            for src in &pods {
+                let mut row = Vec::new();
+                for dst in &addrs {
+                    let target = match dst.parse::<std::net::IpAddr>() {
+                        Ok(ip) => SocketAddr::new(ip, ECHO_PORT).to_string(),
+                        Err(_) => String::new(),
+                    };
+                    let ok = !target.is_empty()
+                        && Command::new("ip")
+                            .args(["netns", "exec", &src.2])
+                            .arg(bin("tortie-lab"))
+                            .args(["probe", &target])
+                            .stdout(Stdio::null())
+                            .stderr(Stdio::null())
+                            .status()
+                            .is_ok_and(|s| s.success());
+                    row.push(ok);
+                }
+                rows.push(row);
             }
-            println!();
-            for (src, row) in pods.iter().zip(&rows) {
-                print!("{:>6}", label(src));
-                for ok in row {
-                    print!(
-                        " {:>4}",
-                        if *ok {
-                            "\x1b[32m ok\x1b[0m"
-                        } else {
-                            "\x1b[31mFAIL\x1b[0m"
-                        }
-                    );
+            let failed = rows.iter().flatten().filter(|ok| !**ok).count();
+            cells += pods.len() * pods.len();
+            failures += failed;
+            if print {
+                let label = |p: &(String, String, String, String)| {
+                    format!(
+                        "{}/{}",
+                        p.0.trim_start_matches("node-"),
+                        p.1.trim_start_matches("pod-")
+                    )
+                };
+                print!(
+                    "\n\x1b[1mpod → pod TCP over {family} (node/pod)\x1b[0m\n{:>6}",
+                    ""
+                );
+                for p in &pods {
+                    print!(" {:>4}", label(p));
                 }
                 println!();
+                for (src, row) in pods.iter().zip(&rows) {
+                    print!("{:>6}", label(src));
+                    for ok in row {
+                        print!(
+                            " {:>4}",
+                            if *ok {
+                                "\x1b[32m ok\x1b[0m"
+                            } else {
+                                "\x1b[31mFAIL\x1b[0m"
+                            }
+                        );
+                    }
+                    println!();
+                }
+                println!(
+                    "{} of {} connections ok",
+                    pods.len() * pods.len() - failed,
+                    pods.len() * pods.len()
+                );
             }
-            println!(
-                "{} of {} connections ok",
-                rows.len() * rows.len() - failures,
-                rows.len() * rows.len()
-            );
         }
-        (pods.len() * pods.len(), failures)
+        (cells, failures)
     }
 }
 
@@ -780,7 +840,10 @@ fn wait(timeout: Duration, mut f: impl FnMut() -> bool) -> Result<(), ()> {
 }
 
 fn serve_echo(port: u16) -> Res<()> {
-    let l = TcpListener::bind(("0.0.0.0", port)).map_err(|e| e.to_string())?;
+    // [::] with IPV6_V6ONLY off (Linux's default) takes IPv4 too; fall back to IPv4 only.
+    let l = TcpListener::bind(("::", port))
+        .or_else(|_| TcpListener::bind(("0.0.0.0", port)))
+        .map_err(|e| e.to_string())?;
     for conn in l.incoming().flatten() {
         std::thread::spawn(move || {
             let mut r = BufReader::new(&conn);
@@ -824,12 +887,13 @@ fn run(args: Args) -> Res<ExitCode> {
             pods_per_node,
             tor,
             datastore,
+            ipv6,
         } => {
             if datastore != "sqlite" && datastore != "etcd" {
                 return Err(format!("--datastore {datastore}: expected sqlite or etcd"));
             }
             let mut lab = Lab::load(&args.dir);
-            if let Err(e) = lab.up(nodes, pods_per_node, &tor, &datastore) {
+            if let Err(e) = lab.up(nodes, pods_per_node, &tor, &datastore, ipv6) {
                 eprintln!(
                     "error: {e}\n(the lab is left up for inspection: `tortie-lab status`, `tortie-lab down`; logs in {})",
                     args.dir.display()
