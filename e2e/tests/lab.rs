@@ -300,3 +300,35 @@ fn dual_stack() {
         },
     );
 }
+
+/// Two racks (subnets) behind the ToR, pool in VXLAN CrossSubnet mode: pods reach each other;
+/// a node reaches the other rack's blocks through the tunnel and its own rack's directly.
+#[test]
+fn vxlan_cross_subnet_across_two_racks() {
+    with_lab_opts(
+        "x",
+        &["--nodes", "3", "--pods-per-node", "1", "--racks", "2"],
+        |dir| {
+            let check = run_lab(dir, "x", &["check"]);
+            assert!(check.status.success(), "{}", text(&check));
+            let routes = text(&run_lab(
+                dir,
+                "x",
+                &["exec", "node-1", "--", "ip", "route", "show", "proto", "80"],
+            ));
+            // node-2 is on rack 2: tunnel; node-3 shares rack 1: direct.
+            assert!(
+                routes
+                    .lines()
+                    .any(|l| l.contains("dev vxlan.tortie") && l.contains("onlink")),
+                "{routes}"
+            );
+            assert!(
+                routes
+                    .lines()
+                    .any(|l| l.contains("via 198.18.0.3 dev eth0")),
+                "{routes}"
+            );
+        },
+    );
+}

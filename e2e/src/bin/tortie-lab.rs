@@ -76,6 +76,9 @@ enum Cmd {
         /// Dual stack: IPv6 underlay, an IPv6 pool, pods with both families.
         #[arg(long)]
         ipv6: bool,
+        /// Racks: subnets behind the ToR; with more than one the pool is VXLAN CrossSubnet.
+        #[arg(long, default_value_t = 1)]
+        racks: u32,
     },
     /// Stop or start the lab's etcd (a datastore outage).
     Datastore {
@@ -153,6 +156,8 @@ struct State {
     etcd_pid: Option<u32>,
     /// Dual stack.
     ipv6: bool,
+    /// Racks (subnets); more than one means VXLAN CrossSubnet between them.
+    racks: u32,
     /// Pod namespace → IPv6 address (dual stack).
     pods6: std::collections::BTreeMap<String, String>,
     /// (node, pod, namespace, address)
@@ -358,6 +363,7 @@ impl Lab {
         tor_kind: &str,
         datastore: &str,
         ipv6: bool,
+        racks: u32,
     ) -> Res<()> {
         if self.dir.join("state.json").exists() {
             step("an earlier lab exists: taking it down first");
@@ -367,23 +373,44 @@ impl Lab {
         self.state.tor = tor_kind.to_string();
         self.state.datastore = datastore.to_string();
         self.state.ipv6 = ipv6;
+        self.state.racks = racks;
         self.save()?;
         step(&format!(
             "underlay: a rack (bridge) in the ToR's namespace, {TOR_IP}/24"
         ));
         let tor = self.netns("tor")?;
+        let racks = self.state.racks.max(1);
+        for r in 1..=racks {
+            // Rack 1's bridge is `rack`; the ToR routes between racks.
+            let br = if r == 1 {
+                "rack".to_string()
+            } else {
+                format!("rack{r}")
+            };
+            sh(&format!(
+                "ip -n {tor} link add {br} type bridge && ip -n {tor} addr add 198.18.{}.254/24 dev {br} && ip -n {tor} link set {br} up",
+                r - 1
+            ))?;
+        }
         sh(&format!(
-            "ip -n {tor} link add rack type bridge && ip -n {tor} addr add {TOR_IP}/24 dev rack && ip -n {tor} link set rack up"
+            "ip netns exec {tor} sysctl -qw net.ipv4.ip_forward=1"
         ))?;
         let pfx = prefix();
         for i in 1..=nodes {
             let node = format!("node-{i}");
             let ns = self.netns(&node)?;
+            let (nip, gw) = (node_ip(i, racks), tor_ip_of(i, racks));
+            let rack = (i - 1) % racks + 1;
+            let br = if rack == 1 {
+                "rack".to_string()
+            } else {
+                format!("rack{rack}")
+            };
             sh(&format!(
                 "ip link add {pfx}u{i} netns {ns} type veth peer name {pfx}r{i} netns {tor} && \
-                 ip -n {ns} link set {pfx}u{i} name eth0 && ip -n {ns} addr add 198.18.0.{i}/24 dev eth0 && \
-                 ip -n {ns} link set eth0 up && ip -n {ns} route add default via {TOR_IP} && \
-                 ip -n {tor} link set {pfx}r{i} master rack && ip -n {tor} link set {pfx}r{i} up"
+                 ip -n {ns} link set {pfx}u{i} name eth0 && ip -n {ns} addr add {nip}/24 dev eth0 && \
+                 ip -n {ns} link set eth0 up && ip -n {ns} route add default via {gw} && \
+                 ip -n {tor} link set {pfx}r{i} master {br} && ip -n {tor} link set {pfx}r{i} up"
             ))?;
             if self.state.ipv6 {
                 sh(&format!(
@@ -395,11 +422,28 @@ impl Lab {
         self.save()?;
         step("resources: default pool, BGP configuration, ToR peer (tortiectl apply)");
         let ds = self.start_datastore(&tor)?;
-        let resources = format!(
-            "apiVersion: tortie.io/v1\nkind: IPPool\nmetadata: {{name: default-ipv4}}\nspec: {{cidr: {POOL}, blockSize: 26}}\n---\n\
-             apiVersion: tortie.io/v1\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{asNumber: {NODE_AS}, nodeToNodeMeshEnabled: true}}\n---\n\
-             apiVersion: tortie.io/v1\nkind: BGPPeer\nmetadata: {{name: tor}}\nspec: {{peerIP: {TOR_IP}, asNumber: {TOR_AS}}}\n"
+        let vxlan = if racks > 1 {
+            ", vxlanMode: CrossSubnet"
+        } else {
+            ""
+        };
+        let mut resources = format!(
+            "apiVersion: tortie.io/v1\nkind: IPPool\nmetadata: {{name: default-ipv4}}\nspec: {{cidr: {POOL}, blockSize: 26{vxlan}}}\n---\n\
+             apiVersion: tortie.io/v1\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{asNumber: {NODE_AS}, nodeToNodeMeshEnabled: true}}\n"
         );
+        if racks == 1 {
+            resources.push_str(&format!(
+                "---\napiVersion: tortie.io/v1\nkind: BGPPeer\nmetadata: {{name: tor}}\nspec: {{peerIP: {TOR_IP}, asNumber: {TOR_AS}}}\n"
+            ));
+        } else {
+            // Each node peers with the ToR's address on its own rack.
+            for i in 1..=nodes {
+                resources.push_str(&format!(
+                    "---\napiVersion: tortie.io/v1\nkind: BGPPeer\nmetadata: {{name: tor-node-{i}}}\nspec: {{node: node-{i}, peerIP: {}, asNumber: {TOR_AS}}}\n",
+                    tor_ip_of(i, racks)
+                ));
+            }
+        }
         let resources = if self.state.ipv6 {
             format!(
                 "{resources}---\napiVersion: tortie.io/v1\nkind: IPPool\nmetadata: {{name: default-ipv6}}\nspec: {{cidr: \"{POOL6}\", blockSize: 122}}\n"
@@ -423,7 +467,7 @@ impl Lab {
                 "--node".into(),
                 node.clone(),
                 "--ip".into(),
-                format!("198.18.0.{i}/24"),
+                format!("{}/24", node_ip(i, racks)),
                 "--socket".into(),
                 self.dir.join(format!("{node}.sock")).display().to_string(),
                 "--cni-data-dir".into(),
@@ -470,6 +514,7 @@ impl Lab {
     /// directly on the rack). Hold time 9 s, so a failed node is noticed quickly.
     fn start_tor(&mut self, tor: &str, nodes: u32) -> Res<()> {
         let kind = self.state.tor.clone();
+        let racks = self.state.racks.max(1);
         step(&format!(
             "ToR: {kind} (AS {TOR_AS}) peering with every node; it collects routes and sends none"
         ));
@@ -480,8 +525,9 @@ impl Lab {
                     "[speaker]\nasn = {TOR_AS}\nrouter_id = \"{TOR_IP}\"\nlisten = [\"0.0.0.0:179\"]\ngraceful_restart_time = 120\n"
                 );
                 for i in 1..=nodes {
+                    let nip = node_ip(i, racks);
                     conf.push_str(&format!(
-                        "\n[[peer]]\naddress = \"198.18.0.{i}\"\nasn = {NODE_AS}\nfamilies = [\"ipv4\"]\nexport_default = \"reject\"\nhold_time = 9\n"
+                        "\n[[peer]]\naddress = \"{nip}\"\nasn = {NODE_AS}\nfamilies = [\"ipv4\"]\nexport_default = \"reject\"\nhold_time = 9\n"
                     ));
                 }
                 std::fs::write(self.dir.join("tor.toml"), conf).map_err(|e| e.to_string())?;
@@ -496,8 +542,9 @@ impl Lab {
             "bird" => {
                 let mut conf = format!("router id {TOR_IP};\nprotocol device {{ }}\n");
                 for i in 1..=nodes {
+                    let (nip, local) = (node_ip(i, racks), tor_ip_of(i, racks));
                     conf.push_str(&format!(
-                        "protocol bgp node{i} {{ local {TOR_IP} as {TOR_AS}; neighbor 198.18.0.{i} as {NODE_AS}; hold time 9; graceful restart on; ipv4 {{ import all; export none; }}; }}\n"
+                        "protocol bgp node{i} {{ local {local} as {TOR_AS}; neighbor {nip} as {NODE_AS}; hold time 9; graceful restart on; ipv4 {{ import all; export none; }}; }}\n"
                     ));
                 }
                 std::fs::write(self.dir.join("bird.conf"), conf).map_err(|e| e.to_string())?;
@@ -517,8 +564,9 @@ impl Lab {
                     "[global.config]\n  as = {TOR_AS}\n  router-id = \"{TOR_IP}\"\n  port = 179\n"
                 );
                 for i in 1..=nodes {
+                    let nip = node_ip(i, racks);
                     conf.push_str(&format!(
-                        "\n[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"198.18.0.{i}\"\n    peer-as = {NODE_AS}\n  [neighbors.timers.config]\n    hold-time = 9\n    keepalive-interval = 3\n  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n"
+                        "\n[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{nip}\"\n    peer-as = {NODE_AS}\n  [neighbors.timers.config]\n    hold-time = 9\n    keepalive-interval = 3\n  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n"
                     ));
                 }
                 std::fs::write(self.dir.join("gobgpd.toml"), conf).map_err(|e| e.to_string())?;
@@ -539,13 +587,15 @@ impl Lab {
                     "hostname tor\nrouter bgp {TOR_AS}\n bgp router-id {TOR_IP}\n no bgp ebgp-requires-policy\n"
                 );
                 for i in 1..=nodes {
+                    let nip = node_ip(i, racks);
                     conf.push_str(&format!(
-                        " neighbor 198.18.0.{i} remote-as {NODE_AS}\n neighbor 198.18.0.{i} timers 3 9\n"
+                        " neighbor {nip} remote-as {NODE_AS}\n neighbor {nip} timers 3 9\n"
                     ));
                 }
                 conf.push_str(" address-family ipv4 unicast\n");
                 for i in 1..=nodes {
-                    conf.push_str(&format!("  neighbor 198.18.0.{i} route-map NONE out\n"));
+                    let nip = node_ip(i, racks);
+                    conf.push_str(&format!("  neighbor {nip} route-map NONE out\n"));
                 }
                 conf.push_str(" exit-address-family\nroute-map NONE deny 10\n");
                 std::fs::write(self.dir.join("bgpd.conf"), conf).map_err(|e| e.to_string())?;
@@ -828,6 +878,16 @@ impl Lab {
     }
 }
 
+/// Node `i`'s underlay address: racks are subnets 198.18.<rack-1>.0/24, nodes spread over them.
+fn node_ip(i: u32, racks: u32) -> String {
+    format!("198.18.{}.{i}", (i - 1) % racks.max(1))
+}
+
+/// The ToR's address on node `i`'s rack.
+fn tor_ip_of(i: u32, racks: u32) -> String {
+    format!("198.18.{}.254", (i - 1) % racks.max(1))
+}
+
 fn wait(timeout: Duration, mut f: impl FnMut() -> bool) -> Result<(), ()> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -888,12 +948,16 @@ fn run(args: Args) -> Res<ExitCode> {
             tor,
             datastore,
             ipv6,
+            racks,
         } => {
+            if !(1..=9).contains(&racks) {
+                return Err(format!("--racks {racks}: 1 to 9"));
+            }
             if datastore != "sqlite" && datastore != "etcd" {
                 return Err(format!("--datastore {datastore}: expected sqlite or etcd"));
             }
             let mut lab = Lab::load(&args.dir);
-            if let Err(e) = lab.up(nodes, pods_per_node, &tor, &datastore, ipv6) {
+            if let Err(e) = lab.up(nodes, pods_per_node, &tor, &datastore, ipv6, racks) {
                 eprintln!(
                     "error: {e}\n(the lab is left up for inspection: `tortie-lab status`, `tortie-lab down`; logs in {})",
                     args.dir.display()
