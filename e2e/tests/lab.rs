@@ -332,3 +332,75 @@ fn vxlan_cross_subnet_across_two_racks() {
         },
     );
 }
+
+/// The lab's pods: (node, pod, namespace, IPv4 address) from its state file.
+fn pods(dir: &Path) -> Vec<(String, String, String, String)> {
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap()).unwrap();
+    serde_json::from_value(state["pods"].clone()).unwrap()
+}
+
+/// Route-reflector topology: mesh off, node-1 reflects, every pod reaches every other.
+#[test]
+fn route_reflector_topology() {
+    with_lab_opts(
+        "q",
+        &["--nodes", "3", "--pods-per-node", "1", "--topology", "rr"],
+        |dir| {
+            let check = run_lab(dir, "q", &["check"]);
+            assert!(check.status.success(), "{}", text(&check));
+            let status = text(&run_lab(dir, "q", &["status"]));
+            // node-2 peers with the reflector and the ToR only, not with node-3.
+            let node2: String = status
+                .split("\x1b[1mnode-3")
+                .next()
+                .unwrap()
+                .split("\x1b[1mnode-2")
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            assert!(
+                node2.contains("198.18.0.1 ") && node2.contains("route reflector"),
+                "{status}"
+            );
+            assert!(!node2.contains("198.18.0.3 "), "{status}");
+        },
+    );
+}
+
+/// Agent restart with graceful restart under continuous pod-to-pod traffic (100 packets/s):
+/// nothing lost.
+#[test]
+fn agent_restart_under_traffic_loses_nothing() {
+    with_lab_opts("a", &["--nodes", "2", "--pods-per-node", "1"], |dir| {
+        let pods = pods(dir);
+        let (src_ns, dst_ip) = (&pods[1].2, &pods[0].3);
+        let pinger = Command::new("ip")
+            .args([
+                "netns", "exec", src_ns, "ping", "-q", "-i", "0.01", "-c", "600", "-W", "1",
+            ])
+            .arg(dst_ip)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        assert!(
+            run_lab(dir, "a", &["fail", "node-1", "--agent"])
+                .status
+                .success()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            run_lab(dir, "a", &["recover", "node-1", "--agent"])
+                .status
+                .success()
+        );
+        let out = pinger.wait_with_output().unwrap();
+        let summary = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            summary.contains("600 packets transmitted, 600 received"),
+            "packets lost across the agent restart: {summary}"
+        );
+        assert!(run_lab(dir, "a", &["check"]).status.success());
+    });
+}

@@ -79,6 +79,9 @@ enum Cmd {
         /// Racks: subnets behind the ToR; with more than one the pool is VXLAN CrossSubnet.
         #[arg(long, default_value_t = 1)]
         racks: u32,
+        /// Node-to-node BGP: `mesh` (full iBGP mesh) or `rr` (node-1 a route reflector).
+        #[arg(long, default_value = "mesh")]
+        topology: String,
     },
     /// Stop or start the lab's etcd (a datastore outage).
     Datastore {
@@ -101,15 +104,21 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         nodes: Vec<String>,
     },
-    /// Cut a node off the rack (its uplink goes down).
+    /// Cut a node off the rack (its uplink goes down), or with --agent stop its agent.
     Fail {
         /// Node.
         node: String,
+        /// Stop the node's agent (SIGTERM: a graceful-restart departure) instead.
+        #[arg(long)]
+        agent: bool,
     },
-    /// Reconnect a failed node.
+    /// Reconnect a failed node, or with --agent start its agent again.
     Recover {
         /// Node.
         node: String,
+        /// Start the node's agent again.
+        #[arg(long)]
+        agent: bool,
     },
     /// Run a command in a node's namespace.
     Exec {
@@ -158,6 +167,10 @@ struct State {
     ipv6: bool,
     /// Racks (subnets); more than one means VXLAN CrossSubnet between them.
     racks: u32,
+    /// `mesh` or `rr`.
+    topology: String,
+    /// Node → (agent command line, PID), for `fail --agent` / `recover --agent`.
+    agents: std::collections::BTreeMap<String, (Vec<String>, u32)>,
     /// Pod namespace → IPv6 address (dual stack).
     pods6: std::collections::BTreeMap<String, String>,
     /// (node, pod, namespace, address)
@@ -364,6 +377,7 @@ impl Lab {
         datastore: &str,
         ipv6: bool,
         racks: u32,
+        topology: &str,
     ) -> Res<()> {
         if self.dir.join("state.json").exists() {
             step("an earlier lab exists: taking it down first");
@@ -374,6 +388,7 @@ impl Lab {
         self.state.datastore = datastore.to_string();
         self.state.ipv6 = ipv6;
         self.state.racks = racks;
+        self.state.topology = topology.to_string();
         self.save()?;
         step(&format!(
             "underlay: a rack (bridge) in the ToR's namespace, {TOR_IP}/24"
@@ -427,10 +442,18 @@ impl Lab {
         } else {
             ""
         };
+        let mesh = self.state.topology != "rr";
         let mut resources = format!(
             "apiVersion: tortie.io/v1\nkind: IPPool\nmetadata: {{name: default-ipv4}}\nspec: {{cidr: {POOL}, blockSize: 26{vxlan}}}\n---\n\
-             apiVersion: tortie.io/v1\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{asNumber: {NODE_AS}, nodeToNodeMeshEnabled: true}}\n"
+             apiVersion: tortie.io/v1\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{asNumber: {NODE_AS}, nodeToNodeMeshEnabled: {mesh}}}\n"
         );
+        if self.state.topology == "rr" {
+            // node-1 reflects; one BGPPeer makes every node peer with the reflectors.
+            resources.push_str(
+                "---\napiVersion: tortie.io/v1\nkind: Node\nmetadata: {name: node-1, labels: {route-reflector: \"true\"}}\nspec: {bgp: {routeReflectorClusterID: 244.0.0.1}}\n\
+                 ---\napiVersion: tortie.io/v1\nkind: BGPPeer\nmetadata: {name: peer-with-reflectors}\nspec: {nodeSelector: all(), peerSelector: \"route-reflector == 'true'\"}\n",
+            );
+        }
         if racks == 1 {
             resources.push_str(&format!(
                 "---\napiVersion: tortie.io/v1\nkind: BGPPeer\nmetadata: {{name: tor}}\nspec: {{peerIP: {TOR_IP}, asNumber: {TOR_AS}}}\n"
@@ -479,7 +502,9 @@ impl Lab {
                 argv.extend(["--ip6".to_string(), format!("fd00:198:18::{i}/64")]);
             }
             let ns = Lab::node_ns(&node);
-            self.spawn(&ns, &argv, &format!("agent-{node}.log"))?;
+            let pid = self.spawn(&ns, &argv, &format!("agent-{node}.log"))?;
+            self.state.agents.insert(node.clone(), (argv, pid));
+            self.save()?;
         }
         for i in 1..=nodes {
             let sock = self.dir.join(format!("node-{i}.sock"));
@@ -949,7 +974,11 @@ fn run(args: Args) -> Res<ExitCode> {
             datastore,
             ipv6,
             racks,
+            topology,
         } => {
+            if topology != "mesh" && topology != "rr" {
+                return Err(format!("--topology {topology}: expected mesh or rr"));
+            }
             if !(1..=9).contains(&racks) {
                 return Err(format!("--racks {racks}: 1 to 9"));
             }
@@ -957,7 +986,15 @@ fn run(args: Args) -> Res<ExitCode> {
                 return Err(format!("--datastore {datastore}: expected sqlite or etcd"));
             }
             let mut lab = Lab::load(&args.dir);
-            if let Err(e) = lab.up(nodes, pods_per_node, &tor, &datastore, ipv6, racks) {
+            if let Err(e) = lab.up(
+                nodes,
+                pods_per_node,
+                &tor,
+                &datastore,
+                ipv6,
+                racks,
+                &topology,
+            ) {
                 eprintln!(
                     "error: {e}\n(the lab is left up for inspection: `tortie-lab status`, `tortie-lab down`; logs in {})",
                     args.dir.display()
@@ -1025,16 +1062,50 @@ fn run(args: Args) -> Res<ExitCode> {
             Lab::load(&args.dir).status();
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Fail { node } | Cmd::Recover { node } if node.strip_prefix("node-").is_none() => {
+        Cmd::Fail { node, .. } | Cmd::Recover { node, .. }
+            if node.strip_prefix("node-").is_none() =>
+        {
             Err(format!("{node}: nodes are node-1, node-2, …"))
         }
-        Cmd::Fail { node } => {
+        Cmd::Fail { node, agent: true } => {
+            let mut lab = Lab::load(&args.dir);
+            let (_, pid) = lab
+                .state
+                .agents
+                .get(&node)
+                .cloned()
+                .ok_or_else(|| format!("no agent on {node}"))?;
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            let _ = wait(Duration::from_secs(10), || {
+                !Path::new(&format!("/proc/{pid}")).exists()
+            });
+            lab.state.pids.retain(|p| *p != pid);
+            lab.save()?;
+            step(&format!("{node}: agent stopped"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Recover { node, agent: true } => {
+            let mut lab = Lab::load(&args.dir);
+            let (argv, _) = lab
+                .state
+                .agents
+                .get(&node)
+                .cloned()
+                .ok_or_else(|| format!("no agent on {node}"))?;
+            let ns = Lab::node_ns(&node);
+            let pid = lab.spawn(&ns, &argv, &format!("agent-{node}.log"))?;
+            lab.state.agents.insert(node.clone(), (argv, pid));
+            lab.save()?;
+            step(&format!("{node}: agent started"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Fail { node, .. } => {
             let (i, pfx) = (node.trim_start_matches("node-"), prefix());
             sh(&format!("ip -n {pfx}tor link set {pfx}r{i} down"))?;
             step(&format!("{node} cut off the rack"));
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Recover { node } => {
+        Cmd::Recover { node, .. } => {
             let (i, pfx) = (node.trim_start_matches("node-"), prefix());
             sh(&format!("ip -n {pfx}tor link set {pfx}r{i} up"))?;
             step(&format!("{node} back on the rack"));
