@@ -369,26 +369,15 @@ impl Lab {
         self.state = State::default();
     }
 
-    fn up(
-        &mut self,
-        nodes: u32,
-        pods: u32,
-        tor_kind: &str,
-        datastore: &str,
-        ipv6: bool,
-        racks: u32,
-        topology: &str,
-    ) -> Res<()> {
+    /// Builds the lab described by `shape` (its ToR, datastore, ipv6, racks and topology
+    /// fields), with `nodes` nodes of `pods` pods each.
+    fn up(&mut self, nodes: u32, pods: u32, shape: State) -> Res<()> {
         if self.dir.join("state.json").exists() {
             step("an earlier lab exists: taking it down first");
             self.down();
         }
         std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
-        self.state.tor = tor_kind.to_string();
-        self.state.datastore = datastore.to_string();
-        self.state.ipv6 = ipv6;
-        self.state.racks = racks;
-        self.state.topology = topology.to_string();
+        self.state = shape;
         self.save()?;
         step(&format!(
             "underlay: a rack (bridge) in the ToR's namespace, {TOR_IP}/24"
@@ -986,15 +975,15 @@ fn run(args: Args) -> Res<ExitCode> {
                 return Err(format!("--datastore {datastore}: expected sqlite or etcd"));
             }
             let mut lab = Lab::load(&args.dir);
-            if let Err(e) = lab.up(
-                nodes,
-                pods_per_node,
-                &tor,
-                &datastore,
+            let shape = State {
+                tor,
+                datastore,
                 ipv6,
                 racks,
-                &topology,
-            ) {
+                topology,
+                ..State::default()
+            };
+            if let Err(e) = lab.up(nodes, pods_per_node, shape) {
                 eprintln!(
                     "error: {e}\n(the lab is left up for inspection: `tortie-lab status`, `tortie-lab down`; logs in {})",
                     args.dir.display()
