@@ -68,6 +68,9 @@ struct WantedPeer {
     /// A router outside the cluster (`peerIP`): it gets only what this node announces itself,
     /// so its next hop for a block is the block's owner.
     external: bool,
+    /// Import and export rules from the peer's `BGPFilter`s.
+    import: tortie_bgpd::policy::Policy,
+    export: tortie_bgpd::policy::Policy,
 }
 
 fn node_as(cfg: &Config, node: Option<&NodeBgpSpec>, cluster: &BGPConfigurationSpec) -> u32 {
@@ -208,6 +211,8 @@ pub async fn run(
                     spec.password = p.password.clone();
                     spec.ttl_security_hops = p.ttl_security;
                     spec.rr_client = p.rr_client;
+                    spec.import = p.import.clone();
+                    spec.export = p.export.clone();
                     spec.export.local_only = p.external;
                     spec.families = if cfg.address6.is_some() {
                         BTreeSet::from([tortie_bgpd::Afi::Ipv4, tortie_bgpd::Afi::Ipv6])
@@ -468,6 +473,52 @@ pub fn export_set(
     out
 }
 
+/// The policy of `names`' `BGPFilter`s in order (import or export side): their rules, first
+/// match wins, each family's rules scoped to that family; no match accepts (Calico's rule). A
+/// filter that does not exist is skipped, as one with no rules.
+pub fn filter_policy(
+    filters: &BTreeMap<String, tortie_api::BGPFilterSpec>,
+    names: &[String],
+    export: bool,
+) -> tortie_bgpd::policy::Policy {
+    use tortie_bgpd::policy::{MatchOp, Policy, Rule};
+    let mut policy = Policy::accept_all();
+    for f in names.iter().filter_map(|n| filters.get(n)) {
+        let (v4, v6) = if export {
+            (&f.export_v4, &f.export_v6)
+        } else {
+            (&f.import_v4, &f.import_v6)
+        };
+        for (rules, any) in [(v4, "0.0.0.0/0"), (v6, "::/0")] {
+            for r in rules {
+                let cidr = match (&r.cidr, &r.match_operator) {
+                    (Some(c), op) => Some((
+                        c.net(),
+                        match op.unwrap_or(tortie_api::MatchOperator::In) {
+                            tortie_api::MatchOperator::Equal => MatchOp::Equal,
+                            tortie_api::MatchOperator::NotEqual => MatchOp::NotEqual,
+                            tortie_api::MatchOperator::In => MatchOp::In,
+                            tortie_api::MatchOperator::NotIn => MatchOp::NotIn,
+                        },
+                    )),
+                    // No CIDR: the rule still only speaks for its own family.
+                    (None, _) => Some((any.parse().expect("constant"), MatchOp::In)),
+                };
+                let max = if any.contains(':') { 128 } else { 32 };
+                policy.rules.push(Rule {
+                    cidr,
+                    length: r
+                        .prefix_length
+                        .as_ref()
+                        .map(|l| (l.min.unwrap_or(0), l.max.unwrap_or(max))),
+                    accept: r.action == tortie_api::FilterAction::Accept,
+                });
+            }
+        }
+    }
+    policy
+}
+
 /// A session to another node (iBGP or eBGP by their AS); the higher address waits passively,
 /// so that the two ends make one connection between them.
 fn node_peer(
@@ -488,6 +539,8 @@ fn node_peer(
         rr_client,
         kind,
         external: false,
+        import: tortie_bgpd::policy::Policy::accept_all(),
+        export: tortie_bgpd::policy::Policy::accept_all(),
     })
 }
 
@@ -596,6 +649,13 @@ async fn wanted_peers(
         Some(s) => s.matches(labels),
         None => false,
     };
+    let filters: BTreeMap<String, tortie_api::BGPFilterSpec> = ds
+        .list::<tortie_api::BGPFilterSpec>(None)
+        .await?
+        .items
+        .into_iter()
+        .map(|f| (f.metadata.name, f.spec))
+        .collect();
     for p in ds.list::<BGPPeerSpec>(None).await?.items {
         let s = &p.spec;
         let node_side = match (&s.node, &s.node_selector) {
@@ -630,6 +690,8 @@ async fn wanted_peers(
                         "global"
                     },
                     external: true,
+                    import: filter_policy(&filters, &s.filters, false),
+                    export: filter_policy(&filters, &s.filters, true),
                 },
             );
             continue;

@@ -36,12 +36,15 @@ impl Rule {
                 (cidr, prefix),
                 (IpNet::V4(_), IpNet::V4(_)) | (IpNet::V6(_), IpNet::V6(_))
             );
-            let ok = match op {
-                MatchOp::Equal => cidr == prefix,
-                MatchOp::NotEqual => cidr != prefix,
-                MatchOp::In => same_family && cidr.contains(prefix),
-                MatchOp::NotIn => !(same_family && cidr.contains(prefix)),
-            };
+            // A rule speaks only for its CIDR's family: "not in 10.0.0.0/8" says nothing
+            // about IPv6 routes (as Calico's BGPFilter rules, which are per family).
+            let ok = same_family
+                && match op {
+                    MatchOp::Equal => cidr == prefix,
+                    MatchOp::NotEqual => cidr != prefix,
+                    MatchOp::In => cidr.contains(prefix),
+                    MatchOp::NotIn => !cidr.contains(prefix),
+                };
             if !ok {
                 return false;
             }
@@ -164,7 +167,9 @@ mod tests {
             length: None,
             accept: false,
         };
-        assert!(ne.matches(&net("fd00::/64")) && !ne.matches(&net("10.1.0.0/16")));
+        assert!(ne.matches(&net("192.0.2.0/24")) && !ne.matches(&net("10.1.0.0/16")));
+        // Per family: an IPv4 rule says nothing about IPv6 routes.
+        assert!(!ne.matches(&net("fd00::/64")));
         assert!(!Policy::reject_all().accepts(&net("10.0.0.0/8")));
     }
 }
