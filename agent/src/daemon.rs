@@ -52,6 +52,10 @@ pub struct Config {
     pub graceful_restart_time: u16,
     /// How long after start a restarting agent keeps stale kernel routes at most.
     pub restart_settle: Duration,
+    /// The CNI plugin's `dataDir` (its attachment records tell which pod routes must exist).
+    pub cni_data_dir: std::path::PathBuf,
+    /// A pod younger than this is left to the CNI plugin (it may still be setting up).
+    pub pod_route_grace: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -353,6 +357,11 @@ pub async fn run(
                     tracing::warn!(?op, %why, "route change failed; next resync retries");
                 }
                 last_resync = Instant::now();
+                // Pod routes: the CNI plugin makes them; put back what went missing.
+                let repaired = repair_pod_routes(&cfg, &kernel_handle).await?;
+                if repaired > 0 {
+                    tracing::info!(repaired, "pod routes restored");
+                }
                 kernel_view = if changed_kernel {
                     kernel::dump(&kernel_handle, cfg.route_protocol).await?
                 } else {
@@ -409,6 +418,39 @@ pub async fn run(
     // exits, and the kernel closes the sockets.
     std::mem::forget(speaker);
     Ok(())
+}
+
+/// Adds the /32 (/128) of every pod whose attachment record is older than the grace period
+/// and whose veth exists but whose route is missing or points elsewhere. Never deletes: stale
+/// pod routes vanish with their veth. Returns how many were restored.
+async fn repair_pod_routes(cfg: &Config, h: &rtnetlink::Handle) -> anyhow::Result<usize> {
+    let records = tortie_cni::state::State::new(&cfg.cni_data_dir).older_than(cfg.pod_route_grace);
+    if records.is_empty() {
+        return Ok(0);
+    }
+    let actual = kernel::dump_pod_routes(h, cfg.route_protocol).await?;
+    let mut ops = Vec::new();
+    for r in records {
+        if r.host_ifname.is_empty() {
+            continue; // tortie-ipam attachments: another plugin's veth
+        }
+        let Some(index) = kernel::link_index(h, &r.host_ifname).await? else {
+            continue;
+        };
+        for ip in &r.addresses {
+            let net = IpNet::new(*ip, if ip.is_ipv4() { 32 } else { 128 }).expect("host prefix");
+            if actual.get(&net) != Some(&index) {
+                ops.push(routes::Op::Replace(net, Target::Device(index)));
+            }
+        }
+    }
+    let n = ops.len();
+    let protocol = cfg.route_protocol;
+    let failed = tokio::task::spawn_blocking(move || kernel::apply(&ops, protocol)).await??;
+    for (op, why) in &failed {
+        tracing::warn!(?op, %why, "pod route repair failed");
+    }
+    Ok(n - failed.len())
 }
 
 /// What this node announces: its blocks (except those of pools with `disableBGPExport`) and

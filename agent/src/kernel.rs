@@ -121,6 +121,63 @@ pub async fn interface_addresses(
     Ok(out)
 }
 
+/// Pod routes (our protocol, through a `cali` veth): prefix → interface index. The reconciler
+/// only ever adds these (the CNI plugin owns them; the agent repairs what went missing).
+pub async fn dump_pod_routes(
+    h: &Handle,
+    protocol: u8,
+) -> Result<BTreeMap<IpNet, u32>, KernelError> {
+    let pods = pod_links(h).await?;
+    let mut out = BTreeMap::new();
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let req = if family == AddressFamily::Inet {
+            RouteMessageBuilder::<Ipv4Addr>::new().build()
+        } else {
+            RouteMessageBuilder::<Ipv6Addr>::new().build()
+        };
+        let mut routes = h.route().get(req).execute();
+        while let Some(r) = routes
+            .try_next()
+            .await
+            .map_err(|source| KernelError::Netlink {
+                what: "dump routes".into(),
+                source,
+            })?
+        {
+            if r.header.protocol != RouteProtocol::from(protocol) || r.header.table != 254 {
+                continue;
+            }
+            let oif = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            });
+            let dst = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Destination(d) => addr(d),
+                _ => None,
+            });
+            if let (Some(i), Some(d)) = (oif, dst)
+                && pods.contains(&i)
+                && let Ok(net) = IpNet::new(d, r.header.destination_prefix_length)
+            {
+                out.insert(net, i);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Index of the link called `name`.
+pub async fn link_index(h: &Handle, name: &str) -> Result<Option<u32>, KernelError> {
+    match h.link().get().match_name(name).execute().try_next().await {
+        Ok(l) => Ok(l.map(|l| l.header.index)),
+        Err(rtnetlink::Error::NetlinkError(e)) if matches!(e.raw_code().abs(), 2 | 19) => Ok(None),
+        Err(source) => Err(KernelError::Netlink {
+            what: format!("look up {name}"),
+            source,
+        }),
+    }
+}
+
 fn addr(a: &RouteAddress) -> Option<IpAddr> {
     match a {
         RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
@@ -229,6 +286,10 @@ fn message(net: IpNet, target: &Target, protocol: u8) -> RouteMessage {
     };
     match target {
         Target::Blackhole => msg.header.kind = RouteType::BlackHole,
+        Target::Device(index) => {
+            msg.attributes.push(RouteAttribute::Oif(*index));
+            msg.header.scope = netlink_packet_route::route::RouteScope::Link;
+        }
         Target::Onlink(gw, index) => {
             msg.attributes.push(RouteAttribute::Gateway((*gw).into()));
             msg.attributes.push(RouteAttribute::Oif(*index));

@@ -21,6 +21,8 @@ pub enum Target {
     /// Via a next hop on this interface, taken as directly reachable (`onlink`): a remote
     /// node's VXLAN tunnel address on our VXLAN device.
     Onlink(IpAddr, u32),
+    /// Straight out of this interface (`scope link`): a pod's /32 or /128 to its veth.
+    Device(u32),
 }
 
 impl Target {

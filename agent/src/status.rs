@@ -72,6 +72,7 @@ fn kernel_text(t: &Target) -> String {
                 .collect::<Vec<_>>()
                 .join(",")
         ),
+        Target::Device(i) => format!("dev #{i}"),
         Target::Onlink(gw, _) => format!("via {gw} dev {} onlink", crate::vxlan::DEVICE),
     }
 }

@@ -118,6 +118,24 @@ impl State {
         v
     }
 
+    /// Records written at least `age` ago (a pod still being set up is younger).
+    pub fn older_than(&self, age: std::time::Duration) -> Vec<Record> {
+        let Ok(dir) = std::fs::read_dir(self.dir.join("attachments")) else {
+            return Vec::new();
+        };
+        dir.filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .filter(|e| {
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|a| a >= age)
+            })
+            .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+            .collect()
+    }
+
     /// Records a release for the agent to finish.
     pub fn defer_release(&self, handle: &str) -> std::io::Result<()> {
         write_atomic(&self.pending_path(handle), handle.as_bytes())

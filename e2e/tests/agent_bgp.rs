@@ -124,6 +124,8 @@ const AGENT_ARGS: &[&str] = &[
     "1",
     "--gc-grace-s",
     "1",
+    "--pod-route-grace-s",
+    "1",
 ];
 
 struct Cluster {
@@ -495,6 +497,14 @@ async fn two_nodes_and_a_bird_tor() {
         changed.elapsed() < Duration::from_secs(4),
         "more than one resync"
     );
+    // A pod's own route deleted by hand: the agent puts it back (the CNI plugin made it, the
+    // pod is past its set-up grace period).
+    let pod_route = c.kernel_route(0, &ip_a);
+    assert!(pod_route.contains("dev cali"), "{pod_route}");
+    must(&format!("ip -n {n1} route del {ip_a}/32"));
+    wait_for(Duration::from_secs(5), "pod route restored", || {
+        c.kernel_route(0, &ip_a).contains("dev cali").then_some(())
+    });
     assert!(
         c.kernel_route(0, "10.98.0.0/24").contains("10.98.0.0"),
         "another protocol's route must stay"

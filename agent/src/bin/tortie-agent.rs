@@ -59,6 +59,9 @@ struct Args {
     /// Full kernel route resync interval.
     #[arg(long, default_value_t = 90)]
     resync_s: u64,
+    /// Pods younger than this are left to the CNI plugin; older ones get a missing route back.
+    #[arg(long, default_value_t = 10)]
+    pod_route_grace_s: u64,
     /// IPAM garbage collection interval (0: off).
     #[arg(long, default_value_t = 5)]
     gc_interval_s: u64,
@@ -213,6 +216,8 @@ async fn main() -> anyhow::Result<()> {
             resync: Duration::from_secs(args.resync_s.max(1)),
             graceful_restart_time: 120,
             restart_settle: Duration::from_secs(60),
+            cni_data_dir: args.cni_data_dir.clone(),
+            pod_route_grace: Duration::from_secs(args.pod_route_grace_s),
         };
         let ds = ds_for_routing;
         let shared_for_loop = shared.clone();
