@@ -357,6 +357,22 @@ pub async fn run(
                     tracing::warn!(?op, %why, "route change failed; next resync retries");
                 }
                 last_resync = Instant::now();
+                // IPAM utilisation per pool, for /metrics.
+                let allocations = ipam.allocations().await?;
+                let usage: BTreeMap<String, (u64, u128)> = pools
+                    .iter()
+                    .map(|p| {
+                        let net = p.spec.cidr.net();
+                        let used =
+                            allocations.iter().filter(|a| net.contains(&a.ip)).count() as u64;
+                        let bits = u32::from(net.max_prefix_len() - net.prefix_len());
+                        (
+                            p.metadata.name.clone(),
+                            (used, 1u128.checked_shl(bits).unwrap_or(u128::MAX)),
+                        )
+                    })
+                    .collect();
+                shared.write().expect("not poisoned").pools = usage;
                 // Pod routes: the CNI plugin makes them; put back what went missing.
                 let repaired = repair_pod_routes(&cfg, &kernel_handle).await?;
                 if repaired > 0 {

@@ -96,6 +96,21 @@ fn render_metrics(shared: &Shared, metrics: &Metrics) -> String {
     let blocks: Gauge = Gauge::default();
     blocks.set(s.blocks.len() as i64);
     registry.register("blocks_owned", "IPAM blocks affine to this node", blocks);
+    let in_use = Family::<Vec<(String, String)>, Gauge>::default();
+    let size = Family::<Vec<(String, String)>, Gauge>::default();
+    for (pool, (used, total)) in &s.pools {
+        in_use
+            .get_or_create(&vec![("pool".into(), pool.clone())])
+            .set(*used as i64);
+        size.get_or_create(&vec![("pool".into(), pool.clone())])
+            .set(i64::try_from(*total).unwrap_or(i64::MAX));
+    }
+    registry.register(
+        "ipam_addresses_in_use",
+        "Allocated addresses per IP pool (cluster-wide)",
+        in_use,
+    );
+    registry.register("ipam_pool_size", "Addresses per IP pool", size);
     registry.register(
         "reconcile_seconds",
         "Duration of one control-loop step",

@@ -57,6 +57,8 @@ pub struct Snapshot {
     pub ready: bool,
     /// The datastore answered in the last control-loop step.
     pub datastore_ok: bool,
+    /// Per pool: name → (addresses in use, addresses in the pool), refreshed each resync.
+    pub pools: BTreeMap<String, (u64, u128)>,
 }
 
 /// Shared between the control loop (writer) and the gRPC service (readers).

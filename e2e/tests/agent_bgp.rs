@@ -473,6 +473,18 @@ async fn two_nodes_and_a_bird_tor() {
         assert!(metrics.contains(want), "{want} not in {metrics}");
     }
 
+    // IPAM utilisation per pool (refreshed each resync): both pods' addresses, of 65,536.
+    wait_for(
+        Duration::from_secs(6),
+        "IPAM utilisation in /metrics",
+        || {
+            let (_, m) = http("/metrics");
+            (m.contains("tortie_ipam_addresses_in_use{pool=\"pool\"} 2")
+                && m.contains("tortie_ipam_pool_size{pool=\"pool\"} 65536"))
+            .then_some(())
+        },
+    );
+
     // Reconcile: a route of ours deleted by hand comes back; a stray route with our protocol
     // goes; a route of another protocol stays.
     let n1 = c.nodes[0].clone();
