@@ -84,19 +84,31 @@ impl Method {
 /// One candidate: interface name and address with its prefix length (up interfaces only).
 pub type Candidate = (String, IpNet);
 
-/// Picks the address; `reach` answers `can-reach` (the kernel's source address for a
+/// Picks the IPv4 address; `reach` answers `can-reach` (the kernel's source address for a
 /// destination).
 pub fn choose(
     method: &Method,
     candidates: &[Candidate],
     reach: impl Fn(IpAddr) -> Option<IpAddr>,
 ) -> Result<(IpNet, String), String> {
+    choose_family(method, candidates, reach, false)
+}
+
+/// Like [`choose`], for IPv4 (`ipv6` false) or IPv6 addresses.
+pub fn choose_family(
+    method: &Method,
+    candidates: &[Candidate],
+    reach: impl Fn(IpAddr) -> Option<IpAddr>,
+    ipv6: bool,
+) -> Result<(IpNet, String), String> {
     let excluded: Vec<Regex> = EXCLUDED
         .iter()
         .map(|r| Regex::new(r).expect("ours"))
         .collect();
     let usable = |name: &str| !excluded.iter().any(|r| r.is_match(name));
-    let v4 = candidates.iter().filter(|(_, a)| a.addr().is_ipv4());
+    let v4 = candidates
+        .iter()
+        .filter(|(_, a)| a.addr().is_ipv6() == ipv6);
     let found = match method {
         Method::FirstFound => v4
             .clone()
@@ -132,7 +144,8 @@ pub fn choose(
                 })
         }),
     };
-    found.ok_or_else(|| format!("no IPv4 address matches {method:?} among {candidates:?}"))
+    let family = if ipv6 { "IPv6" } else { "IPv4" };
+    found.ok_or_else(|| format!("no {family} address matches {method:?} among {candidates:?}"))
 }
 
 /// The kernel's source address towards `dest` (UDP connect: a route lookup, no packet sent).
@@ -187,6 +200,12 @@ mod tests {
         assert_eq!(a.to_string(), "198.18.9.5/24");
         assert!(why.contains("can-reach"), "{why}");
         assert!(choose(&Method::parse("interface=wlan.*").unwrap(), &cands, none).is_err());
+        let dual = vec![c("eth0", "198.18.1.5/24"), c("eth0", "fd00:198:18::5/64")];
+        let (a, _) = choose_family(&Method::FirstFound, &dual, none, true).unwrap();
+        assert_eq!(a.to_string(), "fd00:198:18::5/64");
+        let (a, _) =
+            choose_family(&Method::parse("cidr=fd00::/8").unwrap(), &dual, none, true).unwrap();
+        assert_eq!(a.to_string(), "fd00:198:18::5/64");
         for bad in [
             "nearest",
             "cidr=10.0.0.0/33",

@@ -36,6 +36,10 @@ struct Args {
     /// This node's IPv6 address with prefix length (dual stack: next hop of its IPv6 blocks).
     #[arg(long)]
     ip6: Option<String>,
+    /// How to find the node's IPv6 address when --ip6 is not given (same methods as for
+    /// IPv4); without either, the node is IPv4-only.
+    #[arg(long, env = "TORTIE_IP6_AUTODETECTION_METHOD")]
+    ip6_autodetection_method: Option<String>,
     /// How to find the node's IPv4 address when --ip is not given: first-found,
     /// interface=REGEX, skip-interface=REGEX, cidr=CIDR[,CIDR…], can-reach=IP.
     #[arg(
@@ -196,14 +200,32 @@ async fn main() -> anyhow::Result<()> {
                 tortie_api::values::InterfaceAddress(net)
             }
         };
+        let address6 = match (&args.ip6, &args.ip6_autodetection_method) {
+            (None, Some(m)) => {
+                let method =
+                    tortie_agent::autodetect::Method::parse(m).map_err(|e| anyhow::anyhow!(e))?;
+                let h = tortie_agent::kernel::connect()?;
+                let candidates = tortie_agent::kernel::interface_addresses(&h).await?;
+                let (net, why) = tortie_agent::autodetect::choose_family(
+                    &method,
+                    &candidates,
+                    tortie_agent::autodetect::source_towards,
+                    true,
+                )
+                .map_err(|e| anyhow::anyhow!("{e}; give --ip6"))?;
+                tracing::info!(address = %net, %why, "node IPv6 address autodetected");
+                Some(tortie_api::values::InterfaceAddress(net))
+            }
+            _ => None,
+        };
         let address6 = match &args.ip6 {
+            None => address6,
             Some(a) => Some(
                 a.parse::<tortie_api::values::InterfaceAddress>()
                     .ok()
                     .filter(|a| a.addr().is_ipv6())
                     .ok_or_else(|| anyhow::anyhow!("--ip6: {a:?} is not an IPv6 address/prefix"))?,
             ),
-            None => None,
         };
         let cfg = tortie_agent::daemon::Config {
             node: args.node.clone(),

@@ -488,7 +488,11 @@ impl Lab {
             .to_vec();
             let mut argv = argv;
             if self.state.ipv6 {
-                argv.extend(["--ip6".to_string(), format!("fd00:198:18::{i}/64")]);
+                // Found, not given: the node's address in the rack's IPv6 subnet.
+                argv.extend([
+                    "--ip6-autodetection-method".to_string(),
+                    "cidr=fd00:198:18::/64".to_string(),
+                ]);
             }
             let ns = Lab::node_ns(&node);
             let pid = self.spawn(&ns, &argv, &format!("agent-{node}.log"))?;
