@@ -172,10 +172,38 @@ pub async fn run(
                 .map(|a| a.cidr.net())
                 .collect();
             let pools = ds.list::<IPPoolSpec>(None).await?.items;
+            // IPAM utilisation per pool, for /metrics.
+            let allocations = ipam.allocations().await?;
+            let usage: BTreeMap<String, (u64, u128)> = pools
+                .iter()
+                .map(|p| {
+                    let net = p.spec.cidr.net();
+                    let used = allocations.iter().filter(|a| net.contains(&a.ip)).count() as u64;
+                    let bits = u32::from(net.max_prefix_len() - net.prefix_len());
+                    (
+                        p.metadata.name.clone(),
+                        (used, 1u128.checked_shl(bits).unwrap_or(u128::MAX)),
+                    )
+                })
+                .collect();
+            shared.write().expect("not poisoned").pools = usage;
+            let mine = tortie_ipam::host_affinity(&cfg.node);
+            let borrowed: BTreeSet<IpNet> = allocations
+                .iter()
+                .filter(|a| {
+                    a.attributes.get(tortie_ipam::attr::NODE) == Some(&cfg.node)
+                        && a.block_affinity.as_deref() != Some(mine.as_str())
+                })
+                .filter_map(|a| IpNet::new(a.ip, if a.ip.is_ipv4() { 32 } else { 128 }).ok())
+                .collect();
+            // Borrowed addresses (ours, in another node's block) go out as host routes, more
+            // specific than the owner's block.
+            let exported_prefixes: BTreeSet<IpNet> =
+                blocks.iter().chain(borrowed.iter()).copied().collect();
             let want = export_set(
                 cfg.address.addr(),
                 cfg.address6.map(|a| a.addr()),
-                &blocks,
+                &exported_prefixes,
                 &pools,
                 &cluster,
             );
@@ -357,22 +385,6 @@ pub async fn run(
                     tracing::warn!(?op, %why, "route change failed; next resync retries");
                 }
                 last_resync = Instant::now();
-                // IPAM utilisation per pool, for /metrics.
-                let allocations = ipam.allocations().await?;
-                let usage: BTreeMap<String, (u64, u128)> = pools
-                    .iter()
-                    .map(|p| {
-                        let net = p.spec.cidr.net();
-                        let used =
-                            allocations.iter().filter(|a| net.contains(&a.ip)).count() as u64;
-                        let bits = u32::from(net.max_prefix_len() - net.prefix_len());
-                        (
-                            p.metadata.name.clone(),
-                            (used, 1u128.checked_shl(bits).unwrap_or(u128::MAX)),
-                        )
-                    })
-                    .collect();
-                shared.write().expect("not poisoned").pools = usage;
                 // Pod routes: the CNI plugin makes them; put back what went missing.
                 let repaired = repair_pod_routes(&cfg, &kernel_handle).await?;
                 if repaired > 0 {

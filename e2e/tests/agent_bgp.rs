@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tortie_e2e::testkit::{must, sh, wait_for, workspace_bin};
 
+static NEXT_LAB: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 struct Lab {
     prefix: String,
     dir: tempfile::TempDir,
@@ -29,7 +31,12 @@ struct Lab {
 impl Lab {
     fn new() -> Lab {
         Lab {
-            prefix: format!("tg{}", std::process::id() % 100_000),
+            // One per lab in this process: tests run side by side.
+            prefix: format!(
+                "tg{}n{}",
+                std::process::id() % 100_000,
+                NEXT_LAB.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            ),
             dir: tempfile::Builder::new()
                 .prefix("tortie-agent-lab-")
                 .tempdir()
@@ -857,5 +864,56 @@ async fn nat_outgoing_masquerades_pod_traffic_leaving_the_pools() {
     assert!(
         !sh(&format!("ip netns exec {pod} ping -c2 -W1 198.18.40.254")).0,
         "no NAT: the outside host has no route back"
+    );
+}
+
+/// Borrowed addresses: with one block per host, a node whose block is full takes an address
+/// from another node's block and announces it as a /32, more specific than the owner's block;
+/// traffic to that pod reaches the borrowing node.
+#[tokio::test(flavor = "multi_thread")]
+async fn borrowed_addresses_are_announced_as_host_routes() {
+    let mut c = Cluster::new().await;
+    let store = tortie_datastore::Datastore::open(&c.ds).await.unwrap();
+    let cfg: tortie_api::IPAMConfigurationSpec =
+        serde_json::from_value(json!({"maxBlocksPerHost": 1})).unwrap();
+    store
+        .create(tortie_api::Object::new("default", cfg))
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(30), "BIRD sessions", || {
+        (c.birdc("show protocols")
+            .lines()
+            .filter(|l| l.starts_with("node") && l.contains("Established"))
+            .count()
+            == 2)
+            .then_some(())
+    });
+    // node-2's block has room left; node-1 fills its one block and borrows the fifth address.
+    let (pod_b, _) = c.pod(1, "b0");
+    let mut first_block = None;
+    let mut borrowed = None;
+    for k in 0..5 {
+        let (ns, ip) = c.pod(0, &format!("a{k}"));
+        let block = block_of(&ip);
+        match &first_block {
+            None => first_block = Some(block),
+            Some(b) if *b != block => borrowed = Some((ns, ip)),
+            _ => {}
+        }
+    }
+    let (pod_x, ip_x) = borrowed.expect("the fifth pod borrowed from node-2's block");
+    let _ = pod_x;
+    wait_for(
+        Duration::from_secs(10),
+        "node-2 routes the borrowed /32 away",
+        || {
+            c.kernel_route(1, &format!("{ip_x}/32"))
+                .contains("via 198.18.2.254")
+                .then_some(())
+        },
+    );
+    assert!(
+        sh(&format!("ip netns exec {pod_b} ping -c2 -W2 {ip_x}")).0,
+        "pod on node-2 → the borrowed address on node-1"
     );
 }
