@@ -1,9 +1,11 @@
 //! The agent's control loop: datastore → BGP → kernel.
 //!
-//! Every `poll` (250 ms) the loop reads the few objects that decide this node's routing (its
+//! On every datastore change (a watch per kind) and at least every `poll` (2 s), the loop reads
+//! the few objects that decide this node's routing (its
 //! `Node`, the others, `BGPConfiguration`, `BGPPeer`s, its confirmed block affinities), brings
 //! the speaker's peers and originated blocks in line, and reconciles the kernel: a blackhole per
-//! owned block and a route to every other block via its best BGP next hops (ECMP). A full kernel
+//! owned block and a route to every other block via its best BGP next hops (ECMP); best-path
+//! changes from the speaker wake the loop too. A full kernel
 //! resync (dump + plan) runs on every change of the desired routes and every `resync` (90 s).
 //!
 //! Graceful restart (RFC 4724): if the kernel already holds our routes at start, we are
@@ -145,6 +147,21 @@ pub async fn run(
     let mut vxlan_endpoints: BTreeMap<String, (std::net::Ipv4Addr, [u8; 6], std::net::Ipv4Addr)> =
         BTreeMap::new();
     let started = Instant::now();
+    // Datastore watches wake the loop at once; the poll interval is only a safety net.
+    let wake = watch_everything(&ds);
+    // So do best-path changes from BGP: a remote block's route follows its announcement.
+    {
+        let (mut best, wake) = (speaker.subscribe(), wake.clone());
+        tokio::spawn(async move {
+            // Lagged: changes were missed, which is a change too; Closed: the speaker is gone.
+            while !matches!(
+                best.recv().await,
+                Err(tokio::sync::broadcast::error::RecvError::Closed)
+            ) {
+                wake.notify_one();
+            }
+        });
+    }
     let mut peers: BTreeMap<IpAddr, WantedPeer> = BTreeMap::new();
     let mut originated: BTreeSet<IpNet> = BTreeSet::new();
     let mut exported: BTreeMap<IpNet, PathAttrs> = BTreeMap::new();
@@ -437,7 +454,12 @@ pub async fn run(
         }
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = tokio::time::sleep(cfg.poll) => {}
+            // The kernel resync is due every `resync` even when nothing else happens.
+            _ = tokio::time::sleep(cfg.poll.min(cfg.resync)) => {}
+            _ = wake.notified() => {
+                // A burst of changes (a pod ADD writes several objects) makes one step.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     }
     // Sessions must close without a NOTIFICATION, so that peers keep our routes for the restart
@@ -672,6 +694,30 @@ async fn setup_vxlan(
     let index = vxlan::ensure_device(h, underlay, tunnel, mac, mtu - vxlan::OVERHEAD).await?;
     tracing::info!(%tunnel, mac = %vxlan::mac_string(&mac), "VXLAN endpoint ready");
     Ok(index)
+}
+
+/// One watch per kind; any event wakes the control loop. A watch that ends or fails is
+/// started again after a second (the loop's periodic poll covers the gap).
+fn watch_everything(ds: &Datastore) -> std::sync::Arc<tokio::sync::Notify> {
+    use futures::StreamExt;
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    for kind in tortie_api::Kind::ALL {
+        let (ds, wake) = (ds.clone(), wake.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Ok(mut events) = ds.watch_any(*kind, None).await {
+                    while let Some(ev) = events.next().await {
+                        if ev.is_err() {
+                            break;
+                        }
+                        wake.notify_one();
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+    wake
 }
 
 async fn cluster_config(ds: &Datastore) -> anyhow::Result<BGPConfigurationSpec> {

@@ -121,10 +121,11 @@ impl Drop for Lab {
     }
 }
 
-/// Fast loops for the test: poll 100 ms, kernel resync every 2 s, GC every second.
+/// Fast loops for the test: kernel resync every 2 s, GC every second. The poll stays long
+/// (5 s): changes must reach the kernel through datastore watches and BGP best-path events.
 const AGENT_ARGS: &[&str] = &[
     "--poll-ms",
-    "100",
+    "5000",
     "--resync-s",
     "2",
     "--gc-interval-s",

@@ -57,8 +57,8 @@ struct Args {
     /// Serve IPAM only: no BGP, no kernel routes (CNI-only tests, other routing daemons).
     #[arg(long)]
     no_bgp: bool,
-    /// Datastore poll interval of the control loop.
-    #[arg(long, default_value_t = 250)]
+    /// The control loop runs on every datastore change (watches) and at least this often.
+    #[arg(long, default_value_t = 2000)]
     poll_ms: u64,
     /// Full kernel route resync interval.
     #[arg(long, default_value_t = 90)]
