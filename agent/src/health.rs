@@ -5,6 +5,8 @@
 //! - `/readyz`: 200 when the datastore answered in the last control-loop step, BGP has
 //!   converged, and — in the first 30 s — every peer is Established, later at least one (a node
 //!   with no peers configured is ready once the datastore answers). 503 otherwise, with why.
+//! - `/status`: the agent's status as JSON (what `tortiectl node status --all` reads from each
+//!   node; bind `--health-listen` to the node's address for that).
 //! - `/metrics`: Prometheus text (prometheus-client): peers by state, prefixes received per
 //!   peer, routes programmed, blocks owned, control-loop (reconcile) latency.
 //!
@@ -121,6 +123,28 @@ fn render_metrics(shared: &Shared, metrics: &Metrics) -> String {
     out
 }
 
+/// The status report as JSON, the same fields as `tortie.agent.v1.Agent/Status`, for
+/// `tortiectl node status --all` (which reads every node's over HTTP).
+fn status_json(shared: &Shared) -> String {
+    let s = shared.read().expect("not poisoned").clone();
+    serde_json::json!({
+        "node": s.node,
+        "address": s.address,
+        "asNumber": s.as_number,
+        "ready": s.ready && s.datastore_ok,
+        "blocks": s.blocks.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "routesProgrammed": s.kernel.len(),
+        "peers": s.peers.iter().map(|p| serde_json::json!({
+            "address": p.address.to_string(),
+            "type": p.kind,
+            "state": p.state,
+            "sinceUnix": p.since.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            "lastError": p.last_error,
+        })).collect::<Vec<_>>(),
+    })
+    .to_string()
+}
+
 /// Serves until the process ends.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -152,6 +176,7 @@ pub async fn serve(
                     Ok(()) => (200, "ok\n".to_string(), "text/plain"),
                     Err(why) => (503, format!("not ready: {why}\n"), "text/plain"),
                 },
+                "/status" => (200, status_json(&shared), "application/json"),
                 "/metrics" => (
                     200,
                     render_metrics(&shared, &metrics),

@@ -84,6 +84,13 @@ pub enum NodeCommand {
         /// The agent's socket.
         #[arg(long, default_value = "/var/run/tortie/agent.sock")]
         socket: std::path::PathBuf,
+        /// Every node's status (Nodes from the datastore; each agent's `/status` over HTTP on
+        /// its node address, where reachable).
+        #[arg(long)]
+        all: bool,
+        /// The agents' health/status port, for --all.
+        #[arg(long, default_value_t = 9099)]
+        port: u16,
     },
     /// BGP best paths next to what the kernel has, per prefix.
     Routes {

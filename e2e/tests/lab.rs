@@ -59,6 +59,26 @@ fn lab_up_is_all_green_and_down_restores_the_machine() {
         }
         // A second look: `check` re-runs the matrix.
         assert!(lab(&["check"]).status.success());
+        // Every node's status from one node: `tortiectl node status --all`.
+        let all = lab(&[
+            "exec",
+            "node-1",
+            "--",
+            workspace_bin("tortiectl").to_str().unwrap(),
+            "--datastore",
+            &format!("sqlite://{}", lab_dir.join("datastore.db").display()),
+            "node",
+            "status",
+            "--all",
+        ]);
+        let all = String::from_utf8_lossy(&all.stdout).to_string();
+        for i in 1..=3 {
+            assert!(
+                all.contains(&format!("node-{i} (198.18.0.{i}): ready")),
+                "{all}"
+            );
+        }
+        assert_eq!(all.matches("node-to-node mesh").count(), 6, "{all}");
     });
     let down = lab(&["down"]);
     assert!(down.status.success());

@@ -38,7 +38,10 @@ fn since(unix: i64) -> String {
 /// Runs `node …`.
 pub async fn run(ctx: &mut Ctx<'_>, args: &NodeArgs) -> Result<(), CtlError> {
     match &args.command {
-        NodeCommand::Status { socket } => {
+        NodeCommand::Status {
+            all: true, port, ..
+        } => status_all(ctx, *port).await,
+        NodeCommand::Status { socket, .. } => {
             let s = client(socket)
                 .await?
                 .status(pb::StatusRequest {})
@@ -135,4 +138,77 @@ pub async fn run(ctx: &mut Ctx<'_>, args: &NodeArgs) -> Result<(), CtlError> {
             Ok(())
         }
     }
+}
+
+/// One node's `/status` over HTTP (a bare GET; the agent's endpoint is as small).
+fn fetch_status(addr: std::net::SocketAddr) -> Result<serde_json::Value, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .map_err(|e| e.to_string())?;
+    // One write: the agent answers after its first read and closes.
+    let request = format!("GET /status HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let body = text.split("\r\n\r\n").nth(1).ok_or("no HTTP body")?;
+    serde_json::from_str(body).map_err(|e| e.to_string())
+}
+
+async fn status_all(ctx: &mut Ctx<'_>, port: u16) -> Result<(), CtlError> {
+    let ds = ctx.existing_datastore().await?;
+    let nodes = ds
+        .list::<tortie_api::NodeSpec>(None)
+        .await
+        .map_err(CtlError::failure)?
+        .items;
+    let mut out = String::new();
+    for n in &nodes {
+        let name = &n.metadata.name;
+        let Some(addr) = n.spec.bgp.as_ref().and_then(|b| b.ipv4_address) else {
+            out.push_str(&format!("\n{name}: no BGP address\n"));
+            continue;
+        };
+        match fetch_status(std::net::SocketAddr::new(addr.addr(), port)) {
+            Err(e) => out.push_str(&format!("\n{name} ({}): unreachable ({e})\n", addr.addr())),
+            Ok(s) => {
+                out.push_str(&format!(
+                    "\n{name} ({}): {}\n",
+                    addr.addr(),
+                    if s["ready"] == true {
+                        "ready"
+                    } else {
+                        "not ready"
+                    }
+                ));
+                let rows = s["peers"]
+                    .as_array()
+                    .map(|peers| {
+                        peers
+                            .iter()
+                            .map(|p| {
+                                let state = p["state"].as_str().unwrap_or("");
+                                vec![
+                                    p["address"].as_str().unwrap_or("").to_string(),
+                                    p["type"].as_str().unwrap_or("").to_string(),
+                                    state_word(state).to_string(),
+                                    since(p["sinceUnix"].as_i64().unwrap_or(0)),
+                                    state.to_string(),
+                                ]
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default();
+                out.push_str(&plain(
+                    &["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"],
+                    rows,
+                ));
+            }
+        }
+    }
+    ctx.io
+        .stdout
+        .write_all(out.as_bytes())
+        .map_err(CtlError::failure)
 }

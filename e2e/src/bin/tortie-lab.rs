@@ -484,6 +484,9 @@ impl Lab {
                 self.dir.join(format!("{node}.sock")).display().to_string(),
                 "--cni-data-dir".into(),
                 self.dir.join(format!("{node}-cni")).display().to_string(),
+                // Status on the node's address, so `tortiectl node status --all` reaches it.
+                "--health-listen".into(),
+                "0.0.0.0:9099".into(),
             ]
             .to_vec();
             let mut argv = argv;
