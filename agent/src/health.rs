@@ -8,7 +8,8 @@
 //! - `/status`: the agent's status as JSON (what `tortiectl node status --all` reads from each
 //!   node; bind `--health-listen` to the node's address for that).
 //! - `/metrics`: Prometheus text (prometheus-client): peers by state, prefixes received per
-//!   peer, routes programmed, blocks owned, control-loop (reconcile) latency.
+//!   peer, routes programmed, blocks owned, IPAM utilisation per pool, control-loop (reconcile)
+//!   latency, gRPC latency per method.
 //!
 //! The HTTP handling is deliberately minimal (one GET per connection); it is a probe endpoint,
 //! not a web server.
@@ -25,18 +26,81 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::status::Shared;
 
-/// Metrics the control loop feeds directly (the rest is derived from the status snapshot).
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// gRPC latency per method (`/tortie.ipam.v1.Ipam/Allocate`, …).
+pub type GrpcLatency = Family<Vec<(String, String)>, Histogram, fn() -> Histogram>;
+
+/// Metrics fed directly (the rest is derived from the status snapshot).
 #[derive(Clone)]
 pub struct Metrics {
     /// Seconds per control-loop step (datastore reads, BGP updates, kernel reconcile).
     pub reconcile: Histogram,
+    /// Seconds per gRPC call on the agent's socket, by method.
+    pub grpc: GrpcLatency,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            reconcile: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            reconcile: latency_histogram(),
+            grpc: Family::new_with_constructor(latency_histogram),
         }
+    }
+}
+
+/// A tower layer timing every gRPC call into [`Metrics::grpc`].
+#[derive(Clone)]
+pub struct GrpcTiming(pub GrpcLatency);
+
+impl<S> tower::Layer<S> for GrpcTiming {
+    type Service = Timed<S>;
+    fn layer(&self, inner: S) -> Timed<S> {
+        Timed {
+            inner,
+            latency: self.0.clone(),
+        }
+    }
+}
+
+/// The service [`GrpcTiming`] wraps around.
+#[derive(Clone)]
+pub struct Timed<S> {
+    inner: S,
+    latency: GrpcLatency,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Timed<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let method = req.uri().path().to_string();
+        let started = Instant::now();
+        let fut = self.inner.call(req);
+        let latency = self.latency.clone();
+        Box::pin(async move {
+            let out = fut.await;
+            latency
+                .get_or_create(&vec![("method".into(), method)])
+                .observe(started.elapsed().as_secs_f64());
+            out
+        })
     }
 }
 
@@ -117,6 +181,11 @@ fn render_metrics(shared: &Shared, metrics: &Metrics) -> String {
         "reconcile_seconds",
         "Duration of one control-loop step",
         metrics.reconcile.clone(),
+    );
+    registry.register(
+        "grpc_seconds",
+        "Duration of gRPC calls on the agent's socket, by method",
+        metrics.grpc.clone(),
     );
     let mut out = String::new();
     let _ = encode(&mut out, &registry);

@@ -476,6 +476,8 @@ async fn two_nodes_and_a_bird_tor() {
         "tortie_routes_programmed 2",
         "tortie_blocks_owned 1",
         "tortie_reconcile_seconds_count",
+        "tortie_grpc_seconds_count{method=\"/tortie.ipam.v1.Ipam/Allocate\"} 1",
+        "tortie_grpc_seconds_count{method=\"/tortie.agent.v1.Agent/Status\"}",
         "tortie_bgp_prefixes_accepted{peer=\"198.18.1.254\"} 1",
     ] {
         assert!(metrics.contains(want), "{want} not in {metrics}");

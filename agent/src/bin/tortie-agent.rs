@@ -157,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let shared = tortie_agent::status::Shared::default();
     let metrics = tortie_agent::health::Metrics::default();
+    let metrics_for_grpc = metrics.grpc.clone();
     if !args.health_listen.is_empty() {
         match tokio::net::TcpListener::bind(&args.health_listen).await {
             Ok(l) => {
@@ -258,6 +259,7 @@ async fn main() -> anyhow::Result<()> {
     // One socket, two services: IPAM for the CNI plugin, status for tortiectl.
     let listener = tortie_ipam::server::bind(&socket.path, socket.mode)?;
     tonic::transport::Server::builder()
+        .layer(tortie_agent::health::GrpcTiming(metrics_for_grpc))
         .add_service(tortie_proto::ipam::v1::ipam_server::IpamServer::new(
             service,
         ))
