@@ -121,14 +121,10 @@ pub async fn interface_addresses(
     Ok(out)
 }
 
-/// Pod routes (our protocol, through a `cali` veth): prefix → interface index. The reconciler
-/// only ever adds these (the CNI plugin owns them; the agent repairs what went missing).
-pub async fn dump_pod_routes(
-    h: &Handle,
-    protocol: u8,
-) -> Result<BTreeMap<IpNet, u32>, KernelError> {
-    let pods = pod_links(h).await?;
-    let mut out = BTreeMap::new();
+/// Every route with our protocol in the main table, both families. The dump asks for all and
+/// filters here (a kernel-side filter on the unicast type would hide blackholes).
+async fn our_routes(h: &Handle, protocol: u8) -> Result<Vec<RouteMessage>, KernelError> {
+    let mut out = Vec::new();
     for family in [AddressFamily::Inet, AddressFamily::Inet6] {
         let req = if family == AddressFamily::Inet {
             RouteMessageBuilder::<Ipv4Addr>::new().build()
@@ -147,20 +143,34 @@ pub async fn dump_pod_routes(
             if r.header.protocol != RouteProtocol::from(protocol) || r.header.table != 254 {
                 continue;
             }
-            let oif = r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Oif(i) => Some(*i),
-                _ => None,
-            });
-            let dst = r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Destination(d) => addr(d),
-                _ => None,
-            });
-            if let (Some(i), Some(d)) = (oif, dst)
-                && pods.contains(&i)
-                && let Ok(net) = IpNet::new(d, r.header.destination_prefix_length)
-            {
-                out.insert(net, i);
-            }
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Pod routes (our protocol, through a `cali` veth): prefix → interface index. The reconciler
+/// only ever adds these (the CNI plugin owns them; the agent repairs what went missing).
+pub async fn dump_pod_routes(
+    h: &Handle,
+    protocol: u8,
+) -> Result<BTreeMap<IpNet, u32>, KernelError> {
+    let pods = pod_links(h).await?;
+    let mut out = BTreeMap::new();
+    for r in our_routes(h, protocol).await? {
+        let oif = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(i) => Some(*i),
+            _ => None,
+        });
+        let dst = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Destination(d) => addr(d),
+            _ => None,
+        });
+        if let (Some(i), Some(d)) = (oif, dst)
+            && pods.contains(&i)
+            && let Ok(net) = IpNet::new(d, r.header.destination_prefix_length)
+        {
+            out.insert(net, i);
         }
     }
     Ok(out)
@@ -190,27 +200,9 @@ fn addr(a: &RouteAddress) -> Option<IpAddr> {
 pub async fn dump(h: &Handle, protocol: u8) -> Result<BTreeMap<IpNet, Target>, KernelError> {
     let pods = pod_links(h).await?;
     let mut out = BTreeMap::new();
-    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-        let req = if family == AddressFamily::Inet {
-            RouteMessageBuilder::<Ipv4Addr>::new().build()
-        } else {
-            RouteMessageBuilder::<Ipv6Addr>::new().build()
-        };
-        let mut routes = h.route().get(req).execute();
-        while let Some(r) = routes
-            .try_next()
-            .await
-            .map_err(|source| KernelError::Netlink {
-                what: "dump routes".into(),
-                source,
-            })?
-        {
-            if r.header.protocol != RouteProtocol::from(protocol) || r.header.table != 254 {
-                continue;
-            }
-            if let Some((net, target)) = parse(&r, &pods) {
-                out.insert(net, target);
-            }
+    for r in our_routes(h, protocol).await? {
+        if let Some((net, target)) = parse(&r, &pods) {
+            out.insert(net, target);
         }
     }
     Ok(out)
@@ -493,7 +485,10 @@ mod tests {
                 RouteNetlinkMessage::NewRoute(message(*n, t, 80)),
                 NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE,
             ),
-            Op::Delete(n, t) => (RouteNetlinkMessage::DelRoute(message(*n, t, 80)), NLM_F_REQUEST),
+            Op::Delete(n, t) => (
+                RouteNetlinkMessage::DelRoute(message(*n, t, 80)),
+                NLM_F_REQUEST,
+            ),
         };
         let mut header = NetlinkHeader::default();
         header.flags = flags;
@@ -520,9 +515,24 @@ mod tests {
         }
         let mut none = Vec::new();
         let v6: IpNet = "fd00::/122".parse().unwrap();
-        assert!(!encode_ipv4_fast(&mut none, &Op::Replace(v6, Target::Blackhole), 1, false, 80));
-        let ecmp = Target::via(vec!["198.18.0.2".parse().unwrap(), "198.18.0.3".parse().unwrap()]);
-        assert!(!encode_ipv4_fast(&mut none, &Op::Replace(net, ecmp), 1, false, 80));
+        assert!(!encode_ipv4_fast(
+            &mut none,
+            &Op::Replace(v6, Target::Blackhole),
+            1,
+            false,
+            80
+        ));
+        let ecmp = Target::via(vec![
+            "198.18.0.2".parse().unwrap(),
+            "198.18.0.3".parse().unwrap(),
+        ]);
+        assert!(!encode_ipv4_fast(
+            &mut none,
+            &Op::Replace(net, ecmp),
+            1,
+            false,
+            80
+        ));
         assert!(none.is_empty());
     }
 }

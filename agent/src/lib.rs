@@ -153,3 +153,19 @@ pub fn enable_forwarding() -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// The node's address of one family found by `method` (see [`autodetect`]), with the reason
+/// logged.
+pub async fn detect_address(
+    method: &str,
+    ipv6: bool,
+) -> anyhow::Result<tortie_api::values::InterfaceAddress> {
+    let method = autodetect::Method::parse(method).map_err(|e| anyhow::anyhow!(e))?;
+    let h = kernel::connect()?;
+    let candidates = kernel::interface_addresses(&h).await?;
+    let (net, why) =
+        autodetect::choose_family(&method, &candidates, autodetect::source_towards, ipv6)
+            .map_err(|e| anyhow::anyhow!(e))?;
+    tracing::info!(address = %net, %why, ipv6, "node address autodetected");
+    Ok(tortie_api::values::InterfaceAddress(net))
+}

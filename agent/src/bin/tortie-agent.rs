@@ -186,37 +186,16 @@ async fn main() -> anyhow::Result<()> {
             Some(a) => a
                 .parse::<tortie_api::values::InterfaceAddress>()
                 .map_err(|e| anyhow::anyhow!("--ip: {e}"))?,
-            None => {
-                let method = tortie_agent::autodetect::Method::parse(&args.ip_autodetection_method)
-                    .map_err(|e| anyhow::anyhow!(e))?;
-                let h = tortie_agent::kernel::connect()?;
-                let candidates = tortie_agent::kernel::interface_addresses(&h).await?;
-                let (net, why) = tortie_agent::autodetect::choose(
-                    &method,
-                    &candidates,
-                    tortie_agent::autodetect::source_towards,
-                )
-                .map_err(|e| anyhow::anyhow!("{e}; give --ip"))?;
-                tracing::info!(address = %net, %why, "node address autodetected");
-                tortie_api::values::InterfaceAddress(net)
-            }
+            None => tortie_agent::detect_address(&args.ip_autodetection_method, false)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}; give --ip"))?,
         };
         let address6 = match (&args.ip6, &args.ip6_autodetection_method) {
-            (None, Some(m)) => {
-                let method =
-                    tortie_agent::autodetect::Method::parse(m).map_err(|e| anyhow::anyhow!(e))?;
-                let h = tortie_agent::kernel::connect()?;
-                let candidates = tortie_agent::kernel::interface_addresses(&h).await?;
-                let (net, why) = tortie_agent::autodetect::choose_family(
-                    &method,
-                    &candidates,
-                    tortie_agent::autodetect::source_towards,
-                    true,
-                )
-                .map_err(|e| anyhow::anyhow!("{e}; give --ip6"))?;
-                tracing::info!(address = %net, %why, "node IPv6 address autodetected");
-                Some(tortie_api::values::InterfaceAddress(net))
-            }
+            (None, Some(m)) => Some(
+                tortie_agent::detect_address(m, true)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}; give --ip6"))?,
+            ),
             _ => None,
         };
         let address6 = match &args.ip6 {
