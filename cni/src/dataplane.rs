@@ -220,12 +220,12 @@ pub async fn attach(
             // What `ip route add` writes: these are the pod's own static routes.
             .protocol(RouteProtocol::Boot)
             .build();
-        container
-            .route()
-            .add(link_route)
-            .execute()
-            .await
-            .map_err(|e| kernel_err("add the 169.254.1.1 route in the container", e))?;
+        add_route(
+            container,
+            link_route,
+            "add the 169.254.1.1 route in the container",
+        )
+        .await?;
         let default = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
             .gateway(gw)
@@ -233,12 +233,7 @@ pub async fn attach(
             // What `ip route add` writes: these are the pod's own static routes.
             .protocol(RouteProtocol::Boot)
             .build();
-        container
-            .route()
-            .add(default)
-            .execute()
-            .await
-            .map_err(|e| kernel_err("add the default route in the container", e))?;
+        add_route(container, default, "add the default route in the container").await?;
     }
     if has_v6 {
         let gw: Ipv6Addr = IPV6_GATEWAY.parse().expect("constant");
@@ -249,23 +244,33 @@ pub async fn attach(
             // What `ip route add` writes: these are the pod's own static routes.
             .protocol(RouteProtocol::Boot)
             .build();
-        container
-            .route()
-            .add(default)
-            .execute()
-            .await
-            .map_err(|e| kernel_err("add the IPv6 default route in the container", e))?;
+        add_route(
+            container,
+            default,
+            "add the IPv6 default route in the container",
+        )
+        .await?;
     }
 
     // Host routes to the pod.
     for ip in a.addresses {
-        host.route()
-            .add(host_route(*ip, host_index, a.route_protocol))
-            .execute()
-            .await
-            .map_err(|e| kernel_err(&format!("add the host route to {ip}"), e))?;
+        add_route(
+            host,
+            host_route(*ip, host_index, a.route_protocol),
+            &format!("add the host route to {ip}"),
+        )
+        .await?;
     }
     Ok((mac_of(&host_link), mac_of(&c_link)))
+}
+
+/// Adds one route; the error says which.
+async fn add_route(h: &Handle, route: RouteMessage, what: impl AsRef<str>) -> Result<(), CniError> {
+    h.route()
+        .add(route)
+        .execute()
+        .await
+        .map_err(|e| kernel_err(what.as_ref(), e))
 }
 
 fn host_route(ip: IpAddr, index: u32, protocol: u8) -> RouteMessage {
