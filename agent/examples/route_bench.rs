@@ -60,6 +60,7 @@ async fn main() {
     let failed = kernel::apply(&routes::plan(&BTreeMap::new(), &after), 80).unwrap();
     let remove = t2.elapsed();
     assert!(failed.is_empty());
+    tortie_agent::nexthop::prune(80, &Default::default()).unwrap();
     println!(
         "{{\"routes\":{n},\"install_s\":{:.4},\"dump_s\":{:.4},\"remove_s\":{:.4},\"converged\":{converged},\"idle_rss_mb\":{:.1},\"peak_rss_mb\":{:.1}}}",
         install.as_secs_f64(),

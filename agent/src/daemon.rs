@@ -142,6 +142,7 @@ pub async fn run(
 
     let ipam = tortie_ipam::Ipam::new(ds.clone());
     let mut vxlan_device: Option<u32> = None;
+    let mut warned_vxlan_v6: std::collections::BTreeSet<String> = Default::default();
     let mut nat_applied: Option<(Vec<IpNet>, Vec<IpNet>)> = None;
     let mut kernel_view: BTreeMap<IpNet, Target> = BTreeMap::new();
     let mut vxlan_endpoints: BTreeMap<String, (std::net::Ipv4Addr, [u8; 6], std::net::Ipv4Addr)> =
@@ -330,10 +331,17 @@ pub async fn run(
                 tracing::info!(nat_pools = ?nat_now.0, "natOutgoing rules applied");
                 nat_applied = Some(nat_now);
             }
-            let vxlan_pools: Vec<&Object<IPPoolSpec>> = pools
+            // IPv6 VXLAN is not built yet: such a pool's blocks are routed natively over BGP,
+            // which is said once in the log rather than failing every step.
+            let (vxlan_pools, vxlan_v6): (Vec<&Object<IPPoolSpec>>, Vec<_>) = pools
                 .iter()
                 .filter(|p| p.spec.vxlan_mode != EncapMode::Never)
-                .collect();
+                .partition(|p| p.spec.cidr.net().addr().is_ipv4());
+            for p in vxlan_v6 {
+                if warned_vxlan_v6.insert(p.metadata.name.clone()) {
+                    tracing::warn!(pool = %p.metadata.name, "IPv6 VXLAN is not supported yet; this pool's blocks are routed over BGP without encapsulation");
+                }
+            }
             if !vxlan_pools.is_empty() {
                 let index = match vxlan_device {
                     Some(i) => i,
@@ -396,8 +404,26 @@ pub async fn run(
                 }
                 let protocol = cfg.route_protocol;
                 let changed_kernel = !ops.is_empty();
-                let failed =
-                    tokio::task::spawn_blocking(move || kernel::apply(&ops, protocol)).await??;
+                // Nexthop objects no route wants any more go once we are settled: deleting
+                // one takes its routes with it, and stale routes must stay during a restart.
+                let keep: Option<std::collections::BTreeSet<IpAddr>> = settled.then(|| {
+                    desired
+                        .values()
+                        .filter_map(|t| match t {
+                            routes::Target::Via(hops) => Some(hops.iter().copied()),
+                            _ => None,
+                        })
+                        .flatten()
+                        .collect()
+                });
+                let failed = tokio::task::spawn_blocking(move || {
+                    let failed = kernel::apply(&ops, protocol)?;
+                    if let Some(keep) = keep {
+                        crate::nexthop::prune(protocol, &keep)?;
+                    }
+                    Ok::<_, kernel::KernelError>(failed)
+                })
+                .await??;
                 for (op, why) in &failed {
                     tracing::warn!(?op, %why, "route change failed; next resync retries");
                 }

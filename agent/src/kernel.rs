@@ -11,7 +11,7 @@
 //! what takes 100,000 routes from about a second and a half (`ip -batch`, one round trip per
 //! route) to a fraction of it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
@@ -199,16 +199,35 @@ fn addr(a: &RouteAddress) -> Option<IpAddr> {
 /// Our routes (protocol `protocol`, main table), both families, except pod routes.
 pub async fn dump(h: &Handle, protocol: u8) -> Result<BTreeMap<IpNet, Target>, KernelError> {
     let pods = pod_links(h).await?;
+    let routes = our_routes(h, protocol).await?;
+    let names_only_nhid = routes.iter().any(|r| {
+        r.attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::NhId(_)))
+            && !r
+                .attributes
+                .iter()
+                .any(|a| matches!(a, RouteAttribute::Gateway(_) | RouteAttribute::MultiPath(_)))
+    });
+    let nexthop_gateways = if names_only_nhid {
+        crate::nexthop::gateways_by_id(protocol)?
+    } else {
+        HashMap::new()
+    };
     let mut out = BTreeMap::new();
-    for r in our_routes(h, protocol).await? {
-        if let Some((net, target)) = parse(&r, &pods) {
+    for r in routes {
+        if let Some((net, target)) = parse(&r, &pods, &nexthop_gateways) {
             out.insert(net, target);
         }
     }
     Ok(out)
 }
 
-fn parse(r: &RouteMessage, pods: &HashSet<u32>) -> Option<(IpNet, Target)> {
+fn parse(
+    r: &RouteMessage,
+    pods: &HashSet<u32>,
+    nexthop_gateways: &HashMap<u32, IpAddr>,
+) -> Option<(IpNet, Target)> {
     let len = r.header.destination_prefix_length;
     let dst = r
         .attributes
@@ -252,6 +271,16 @@ fn parse(r: &RouteMessage, pods: &HashSet<u32>) -> Option<(IpNet, Target)> {
             _ => None,
         })
         .collect();
+    // A route through a nexthop object names only the object when the kernel's compat mode
+    // is off.
+    if hops.is_empty()
+        && let Some(gw) = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::NhId(id) => nexthop_gateways.get(id).copied(),
+            _ => None,
+        })
+    {
+        hops.push(gw);
+    }
     for a in &r.attributes {
         if let RouteAttribute::MultiPath(nhs) = a {
             for nh in nhs {
@@ -265,7 +294,14 @@ fn parse(r: &RouteMessage, pods: &HashSet<u32>) -> Option<(IpNet, Target)> {
     Some((net, Target::via(hops)))
 }
 
-fn message(net: IpNet, target: &Target, protocol: u8) -> RouteMessage {
+/// The route message for `op`. A replace through a gateway that has a nexthop object in
+/// `nexthops` names the object; a delete names no next hop at all, because the kernel only
+/// matches a route made with a nexthop object when the delete does not name a gateway.
+fn message(op: &Op, protocol: u8, nexthops: &HashMap<IpAddr, u32>) -> RouteMessage {
+    let (net, target, delete) = match op {
+        Op::Replace(n, t) => (*n, t, false),
+        Op::Delete(n, t) => (*n, t, true),
+    };
     let mut msg = match net {
         IpNet::V4(n) => RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(n.network(), n.prefix_len())
@@ -282,14 +318,16 @@ fn message(net: IpNet, target: &Target, protocol: u8) -> RouteMessage {
             msg.attributes.push(RouteAttribute::Oif(*index));
             msg.header.scope = netlink_packet_route::route::RouteScope::Link;
         }
+        Target::Onlink(..) | Target::Via(_) if delete => {}
         Target::Onlink(gw, index) => {
             msg.attributes.push(RouteAttribute::Gateway((*gw).into()));
             msg.attributes.push(RouteAttribute::Oif(*index));
             msg.header.flags |= RouteFlags::Onlink;
         }
-        Target::Via(hops) if hops.len() == 1 => {
-            msg.attributes.push(RouteAttribute::Gateway(hops[0].into()));
-        }
+        Target::Via(hops) if hops.len() == 1 => match nexthops.get(&hops[0]) {
+            Some(id) => msg.attributes.push(RouteAttribute::NhId(*id)),
+            None => msg.attributes.push(RouteAttribute::Gateway(hops[0].into())),
+        },
         Target::Via(hops) => {
             let family = if net.addr().is_ipv4() {
                 AddressFamily::Inet
@@ -324,6 +362,22 @@ pub fn apply(ops: &[Op], protocol: u8) -> Result<Vec<(Op, String)>, KernelError>
     sock.bind_auto()?;
     sock.connect(&SocketAddr::new(0, 0))?;
     sock.set_rx_buf_sz(8 << 20)?;
+    // Single next hops of the same family as their route go through nexthop objects.
+    let gateways: BTreeSet<IpAddr> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Replace(net, Target::Via(hops))
+                if hops.len() == 1 && hops[0].is_ipv4() == net.addr().is_ipv4() =>
+            {
+                Some(hops[0])
+            }
+            _ => None,
+        })
+        .collect();
+    let nexthops = crate::nexthop::ensure(&sock, protocol, &gateways).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "nexthop objects unavailable; routes name their gateways");
+        HashMap::new()
+    });
     let mut failures = Vec::new();
     let mut out: Vec<u8> = Vec::with_capacity(1 << 17);
     let mut inbuf = vec![0u8; 1 << 16];
@@ -387,16 +441,16 @@ pub fn apply(ops: &[Op], protocol: u8) -> Result<Vec<(Op, String)>, KernelError>
         }
         // The common IPv4 cases are written straight into the buffer: building a message
         // object per route was a third of the time.
-        if encode_ipv4_fast(&mut out, op, seq, seq == last_seq, protocol) {
+        if encode_ipv4_fast(&mut out, op, seq, seq == last_seq, protocol, &nexthops) {
             continue;
         }
         let (payload, mut flags) = match op {
-            Op::Replace(net, t) => (
-                RouteNetlinkMessage::NewRoute(message(*net, t, protocol)),
+            Op::Replace(..) => (
+                RouteNetlinkMessage::NewRoute(message(op, protocol, &nexthops)),
                 NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE,
             ),
-            Op::Delete(net, t) => (
-                RouteNetlinkMessage::DelRoute(message(*net, t, protocol)),
+            Op::Delete(..) => (
+                RouteNetlinkMessage::DelRoute(message(op, protocol, &nexthops)),
                 NLM_F_REQUEST,
             ),
         };
@@ -428,17 +482,30 @@ pub fn apply(ops: &[Op], protocol: u8) -> Result<Vec<(Op, String)>, KernelError>
 /// Appends `op` as a raw `RTM_NEWROUTE`/`RTM_DELROUTE` when it is an IPv4 blackhole or an IPv4
 /// route via one gateway (main table, universe scope); false for anything else. The bytes are
 /// those the generic encoder writes (checked by a unit test).
-fn encode_ipv4_fast(out: &mut Vec<u8>, op: &Op, seq: u32, ack: bool, protocol: u8) -> bool {
+fn encode_ipv4_fast(
+    out: &mut Vec<u8>,
+    op: &Op,
+    seq: u32,
+    ack: bool,
+    protocol: u8,
+    nexthops: &HashMap<IpAddr, u32>,
+) -> bool {
     use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST};
     let (net, target, kind, mut flags) = match op {
         Op::Replace(n, t) => (n, t, 24u16, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE),
         Op::Delete(n, t) => (n, t, 25u16, NLM_F_REQUEST),
     };
     let IpNet::V4(net) = net else { return false };
-    let (rtn_type, gateway) = match target {
+    // The attribute after RTA_DST: the nexthop object (RTA_NH_ID, 30) or the gateway
+    // (RTA_GATEWAY, 5); a delete names neither (see `message`).
+    let (rtn_type, next_hop) = match target {
         Target::Blackhole => (6u8, None),
         Target::Via(hops) if hops.len() == 1 => match hops[0] {
-            IpAddr::V4(g) => (1u8, Some(g)),
+            IpAddr::V4(_) if kind == 25 => (1u8, None),
+            IpAddr::V4(g) => match nexthops.get(&hops[0]) {
+                Some(id) => (1u8, Some((30u16, id.to_ne_bytes()))),
+                None => (1u8, Some((5u16, g.octets()))),
+            },
             IpAddr::V6(_) => return false,
         },
         _ => return false,
@@ -446,7 +513,7 @@ fn encode_ipv4_fast(out: &mut Vec<u8>, op: &Op, seq: u32, ack: bool, protocol: u
     if ack {
         flags |= NLM_F_ACK;
     }
-    let len: u32 = 16 + 12 + 8 + if gateway.is_some() { 8 } else { 0 };
+    let len: u32 = 16 + 12 + 8 + if next_hop.is_some() { 8 } else { 0 };
     out.extend_from_slice(&len.to_ne_bytes());
     out.extend_from_slice(&kind.to_ne_bytes());
     out.extend_from_slice(&flags.to_ne_bytes());
@@ -455,14 +522,14 @@ fn encode_ipv4_fast(out: &mut Vec<u8>, op: &Op, seq: u32, ack: bool, protocol: u
     // struct rtmsg: family, dst_len, src_len, tos, table (main), protocol, scope, type, flags.
     out.extend_from_slice(&[2, net.prefix_len(), 0, 0, 254, protocol, 0, rtn_type]);
     out.extend_from_slice(&0u32.to_ne_bytes());
-    // RTA_DST (1), then RTA_GATEWAY (5).
+    // RTA_DST (1), then the next hop.
     out.extend_from_slice(&8u16.to_ne_bytes());
     out.extend_from_slice(&1u16.to_ne_bytes());
     out.extend_from_slice(&net.network().octets());
-    if let Some(g) = gateway {
+    if let Some((attribute, value)) = next_hop {
         out.extend_from_slice(&8u16.to_ne_bytes());
-        out.extend_from_slice(&5u16.to_ne_bytes());
-        out.extend_from_slice(&g.octets());
+        out.extend_from_slice(&attribute.to_ne_bytes());
+        out.extend_from_slice(&value);
     }
     true
 }
@@ -479,14 +546,14 @@ mod tests {
     };
     use netlink_packet_route::RouteNetlinkMessage;
 
-    fn generic(op: &Op, seq: u32) -> Vec<u8> {
+    fn generic(op: &Op, seq: u32, nexthops: &HashMap<IpAddr, u32>) -> Vec<u8> {
         let (payload, flags) = match op {
-            Op::Replace(n, t) => (
-                RouteNetlinkMessage::NewRoute(message(*n, t, 80)),
+            Op::Replace(..) => (
+                RouteNetlinkMessage::NewRoute(message(op, 80, nexthops)),
                 NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE,
             ),
-            Op::Delete(n, t) => (
-                RouteNetlinkMessage::DelRoute(message(*n, t, 80)),
+            Op::Delete(..) => (
+                RouteNetlinkMessage::DelRoute(message(op, 80, nexthops)),
                 NLM_F_REQUEST,
             ),
         };
@@ -509,9 +576,17 @@ mod tests {
             Op::Delete(net, Target::via(vec!["198.18.0.2".parse().unwrap()])),
             Op::Delete(net, Target::Blackhole),
         ] {
-            let mut fast = Vec::new();
-            assert!(encode_ipv4_fast(&mut fast, &op, 7, false, 80), "{op:?}");
-            assert_eq!(fast, generic(&op, 7), "{op:?}");
+            for nexthops in [
+                HashMap::new(),
+                HashMap::from([("198.18.0.2".parse().unwrap(), 42)]),
+            ] {
+                let mut fast = Vec::new();
+                assert!(
+                    encode_ipv4_fast(&mut fast, &op, 7, false, 80, &nexthops),
+                    "{op:?}"
+                );
+                assert_eq!(fast, generic(&op, 7, &nexthops), "{op:?} {nexthops:?}");
+            }
         }
         let mut none = Vec::new();
         let v6: IpNet = "fd00::/122".parse().unwrap();
@@ -520,7 +595,8 @@ mod tests {
             &Op::Replace(v6, Target::Blackhole),
             1,
             false,
-            80
+            80,
+            &HashMap::new()
         ));
         let ecmp = Target::via(vec![
             "198.18.0.2".parse().unwrap(),
@@ -531,7 +607,8 @@ mod tests {
             &Op::Replace(net, ecmp),
             1,
             false,
-            80
+            80,
+            &HashMap::new()
         ));
         assert!(none.is_empty());
     }

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod health;
 pub mod kernel;
 pub mod nat;
+pub mod nexthop;
 pub mod routes;
 pub mod status;
 pub mod vxlan;

@@ -415,6 +415,17 @@ async fn two_nodes_and_a_bird_tor() {
                 .then_some(())
         },
     );
+    // Remote blocks go through a nexthop object per BGP next hop, with our protocol.
+    assert!(
+        c.kernel_route(0, &block_b).contains("nhid"),
+        "{}",
+        c.kernel_route(0, &block_b)
+    );
+    let nexthops = must(&format!("ip -n {} nexthop show", c.nodes[0]));
+    assert!(
+        nexthops.contains("via 198.18.1.254") && nexthops.contains("proto 80"),
+        "{nexthops}"
+    );
     // Pod to pod across nodes, both ways.
     assert!(
         sh(&format!("ip netns exec {pod_a} ping -c2 -W2 {ip_b}")).0,
@@ -505,6 +516,19 @@ async fn two_nodes_and_a_bird_tor() {
     must(&format!(
         "ip -n {n1} route add 10.98.0.0/24 via 198.18.1.254 proto static"
     ));
+    // Nexthop objects: ours for a next hop nobody uses goes; another protocol's stays.
+    let uplink = must(&format!("ip -n {n1} -o route get 198.18.1.254"))
+        .split_whitespace()
+        .skip_while(|w| *w != "dev")
+        .nth(1)
+        .expect("uplink")
+        .to_string();
+    must(&format!(
+        "ip -n {n1} nexthop add id 999 via 198.18.1.77 dev {uplink} proto 80"
+    ));
+    must(&format!(
+        "ip -n {n1} nexthop add id 998 via 198.18.1.78 dev {uplink} proto static"
+    ));
     // Within one resync (2 s here, 90 s by default).
     let changed = Instant::now();
     wait_for(Duration::from_secs(5), "deleted route restored", || {
@@ -515,9 +539,18 @@ async fn two_nodes_and_a_bird_tor() {
     wait_for(Duration::from_secs(5), "stray route removed", || {
         (!c.kernel_route(0, "10.99.0.0/24").contains("10.99.0.0")).then_some(())
     });
+    wait_for(
+        Duration::from_secs(5),
+        "unused nexthop object removed",
+        || (!must(&format!("ip -n {n1} nexthop show")).contains("id 999 ")).then_some(()),
+    );
     assert!(
         changed.elapsed() < Duration::from_secs(4),
         "more than one resync"
+    );
+    assert!(
+        must(&format!("ip -n {n1} nexthop show")).contains("id 998 "),
+        "another protocol's nexthop object must stay"
     );
     // A pod's own route deleted by hand: the agent puts it back (the CNI plugin made it, the
     // pod is past its set-up grace period).
