@@ -5,6 +5,7 @@
 //! kernel route reconciler come with issue 6.
 
 pub mod autodetect;
+pub mod cluster;
 pub mod daemon;
 pub mod health;
 pub mod kernel;
@@ -168,5 +169,39 @@ pub async fn detect_address(
         autodetect::choose_family(&method, &candidates, autodetect::source_towards, ipv6)
             .map_err(|e| anyhow::anyhow!(e))?;
     tracing::info!(address = %net, %why, ipv6, "node address autodetected");
+    Ok(tortie_api::values::InterfaceAddress(net))
+}
+
+/// The node's address of one family: `kubernetes-internal-ip` takes the Kubernetes Node's
+/// `InternalIP` (with the prefix length of the interface that holds it, else a host prefix);
+/// every other method is [`detect_address`].
+pub async fn node_address(
+    method: &str,
+    ipv6: bool,
+    cluster: Option<&cluster::Cluster>,
+    node: &str,
+) -> anyhow::Result<tortie_api::values::InterfaceAddress> {
+    if method != "kubernetes-internal-ip" {
+        return detect_address(method, ipv6).await;
+    }
+    let cluster = cluster.ok_or_else(|| {
+        anyhow::anyhow!("kubernetes-internal-ip needs the Kubernetes datastore (kubernetes:)")
+    })?;
+    let ip = cluster.internal_ip(node, ipv6).await?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the Kubernetes Node {node:?} has no {} InternalIP",
+            if ipv6 { "IPv6" } else { "IPv4" }
+        )
+    })?;
+    let h = kernel::connect()?;
+    let on_interface = kernel::interface_addresses(&h)
+        .await?
+        .into_iter()
+        .find(|(_, net)| net.addr() == ip);
+    let net = match &on_interface {
+        Some((_, net)) => *net,
+        None => ipnet::IpNet::from(ip),
+    };
+    tracing::info!(address = %net, interface = ?on_interface.map(|(i, _)| i), "node address from the Kubernetes Node's InternalIP");
     Ok(tortie_api::values::InterfaceAddress(net))
 }

@@ -120,6 +120,12 @@ macro_rules! kinds {
                 match self { $(Kind::$kind => $internal),* }
             }
 
+            /// The JSON schema of the kind's `spec`, made by a generator with `settings` (the
+            /// Kubernetes backend's CRDs use this with kube's structural-schema transforms).
+            pub fn spec_schema(self, settings: schemars::generate::SchemaSettings) -> schemars::Schema {
+                match self { $(Kind::$kind => settings.into_generator().into_root_schema_for::<$spec>()),* }
+            }
+
             /// Finds a kind by name, plural or alias, ignoring case.
             pub fn lookup(text: &str) -> Option<Kind> {
                 let t = text.to_ascii_lowercase();

@@ -16,6 +16,18 @@ use crate::selector::Selector;
 /// Implements `Serialize`/`Deserialize` through `Display`/`FromStr` with a `String` error.
 macro_rules! string_serde {
     ($t:ty) => {
+        // In CRD schemas these are plain strings; the agent and the CLI check them on decode.
+        impl schemars::JsonSchema for $t {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($t).into()
+            }
+            fn inline_schema() -> bool {
+                true
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({ "type": "string" })
+            }
+        }
         impl Serialize for $t {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.collect_str(self)
@@ -151,6 +163,19 @@ string_serde!(PeerAddress);
 /// A 4-octet AS number (RFC 6793). Accepts a number, a decimal string, or asdot `1.10`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AsNumber(pub u32);
+
+// A number or a string (asdot), as Kubernetes' int-or-string.
+impl schemars::JsonSchema for AsNumber {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "AsNumber".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "x-kubernetes-int-or-string": true })
+    }
+}
 
 impl FromStr for AsNumber {
     type Err = String;

@@ -13,7 +13,8 @@ use tortie_proto::ipam::v1::ipam_client::IpamClient;
 
 use crate::spec::{CniError, code};
 
-/// A connected client.
+/// A connected client (cheap to clone: clones share the connection).
+#[derive(Clone)]
 pub struct Agent {
     client: IpamClient<Channel>,
     timeout: Duration,

@@ -102,6 +102,10 @@ fn attributes(env: &Env, conf: &NetConf) -> HashMap<String, String> {
     if let Some(pod) = env.args.get("K8S_POD_NAME") {
         a.insert("pod".into(), pod.clone());
     }
+    // Lets IPAM GC tell this pod from a later one of the same name (StatefulSets).
+    if let Some(uid) = env.args.get("K8S_POD_UID") {
+        a.insert("podUID".into(), uid.clone());
+    }
     a
 }
 

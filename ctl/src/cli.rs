@@ -8,9 +8,25 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tortie_api::Kind;
 use tortie_api::values::LabelSelector;
 
-/// The datastore used when neither `--datastore` nor `TORTIE_DATASTORE` is given.
+/// The datastore used when neither `--datastore` nor `TORTIE_DATASTORE` is given: the
+/// Kubernetes one when run as the kubectl plugin `kubectl-tortie` (`kubectl tortie …`),
+/// else the embedded SQLite file.
 pub fn default_datastore_url() -> String {
-    format!("sqlite://{}", tortie_datastore::DEFAULT_SQLITE_PATH)
+    if invoked_as_kubectl_plugin() {
+        "kubernetes:".to_string()
+    } else {
+        format!("sqlite://{}", tortie_datastore::DEFAULT_SQLITE_PATH)
+    }
+}
+
+/// Whether this process was started as `kubectl-tortie` (kubectl runs plugins by that name).
+pub fn invoked_as_kubectl_plugin() -> bool {
+    std::env::args_os()
+        .next()
+        .as_deref()
+        .map(std::path::Path::new)
+        .and_then(|p| p.file_name())
+        .is_some_and(|n| n == "kubectl-tortie")
 }
 
 /// `tortiectl`: manage tortie resources.
@@ -24,7 +40,8 @@ pub fn default_datastore_url() -> String {
                   read-only: ipamblock, blockaffinity, ipamhandle."
 )]
 pub struct Cli {
-    /// Datastore URL: sqlite:///path/to/store.db or etcd://host:port[,host:port…].
+    /// Datastore URL: sqlite:///path/to/store.db, etcd://host:port[,host:port…], or
+    /// kubernetes: (in-cluster or $KUBECONFIG) / kubernetes:///path/to/kubeconfig.
     #[arg(
         long,
         global = true,

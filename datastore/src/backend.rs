@@ -69,10 +69,13 @@ pub struct Txn {
 }
 
 /// Result of a transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxnOutcome {
     /// Applied at this revision.
     Committed(Revision),
+    /// Applied, each op at its own revision (in op order): a backend without multi-key
+    /// transactions at one revision (Kubernetes).
+    CommittedEach(Vec<Revision>),
     /// A compare failed; nothing was written.
     Conflict,
 }

@@ -24,6 +24,8 @@
 pub mod backend;
 mod error;
 pub mod etcd;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod sqlite;
 #[cfg(feature = "test-support")]
 pub mod testing;
@@ -233,12 +235,20 @@ impl Datastore {
             let backend = etcd::EtcdBackend::connect(endpoints).await?;
             return Ok(Datastore::new(Arc::new(backend)));
         }
-        if url == "kubernetes" {
+        if url.starts_with("kubernetes") {
+            #[cfg(feature = "kubernetes")]
+            {
+                let backend = kubernetes::KubernetesBackend::open(url).await?;
+                return Ok(Datastore::new(Arc::new(backend)));
+            }
+            #[cfg(not(feature = "kubernetes"))]
             return Err(bad(
-                "the Kubernetes datastore is not available in this build yet",
+                "this program was built without the Kubernetes datastore",
             ));
         }
-        Err(bad("expected sqlite:///path or etcd://host:port"))
+        Err(bad(
+            "expected sqlite:///path, etcd://host:port or kubernetes:[///path/to/kubeconfig]",
+        ))
     }
 
     /// Like [`Datastore::open`], but an embedded store must already exist: for commands that
@@ -402,19 +412,40 @@ impl Datastore {
             if txn.ops.is_empty() {
                 return Ok(outcomes);
             }
+            let op_keys: Vec<String> = txn
+                .ops
+                .iter()
+                .map(|op| match op {
+                    Op::Put(k, _) | Op::Delete(k) => k.clone(),
+                })
+                .collect();
+            let revision_of = |outcome: &AnyResource, at: &TxnOutcome| -> Option<Revision> {
+                match at {
+                    TxnOutcome::Committed(rev) => Some(*rev),
+                    TxnOutcome::CommittedEach(revs) => {
+                        let key = object_key(outcome.kind(), &outcome.meta().name);
+                        op_keys
+                            .iter()
+                            .position(|k| *k == key)
+                            .and_then(|i| revs.get(i).copied())
+                    }
+                    TxnOutcome::Conflict => None,
+                }
+            };
             match self.backend.txn(txn).await? {
-                TxnOutcome::Committed(rev) => {
+                TxnOutcome::Conflict => continue,
+                committed => {
                     return Ok(outcomes
                         .into_iter()
                         .map(|mut o| {
                             if let Outcome::Created(r) | Outcome::Updated(r) = &mut o {
-                                r.meta_mut().resource_version = Some(rev.to_string());
+                                let rev = revision_of(r, &committed);
+                                r.meta_mut().resource_version = rev.map(|v| v.to_string());
                             }
                             o
                         })
                         .collect());
                 }
-                TxnOutcome::Conflict => continue,
             }
         }
         Err(Error::Contended {

@@ -1,4 +1,5 @@
-//! Test support: a throw-away etcd from Debian's `etcd-server` package.
+//! Test support: a throw-away etcd from Debian's `etcd-server` package, and a fake
+//! Kubernetes API server.
 //!
 //! Each [`EtcdServer`] listens on 127.0.0.1 only, on ports the kernel picked, with its data in
 //! a temporary directory on /dev/shm when available (etcd 3.4 has no `--unsafe-no-fsync`, and
@@ -102,6 +103,86 @@ impl EtcdServer {
 }
 
 impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fake Kubernetes API server (`testdata/fake-apiserver.py`: the REST, resourceVersion,
+/// precondition and watch semantics of kube-apiserver, in memory; no schema, no admission),
+/// on a port of 127.0.0.1 the kernel picked. Killed, by the PID we started, when dropped.
+pub struct FakeApiServer {
+    child: Child,
+    port: u16,
+}
+
+impl FakeApiServer {
+    /// Starts it and waits until it answers.
+    pub fn start() -> std::io::Result<Self> {
+        use std::io::BufRead;
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/fake-apiserver.py");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .arg("0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+        let port = line.trim().parse().map_err(|_| {
+            let _ = child.kill();
+            std::io::Error::other(format!("fake API server said {line:?}"))
+        })?;
+        Ok(FakeApiServer { child, port })
+    }
+
+    /// `kubernetes+http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("kubernetes+http://127.0.0.1:{}", self.port)
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Posts a test hook (`fail`, `compact`) with a JSON body; returns the answer.
+    pub fn hook(&self, name: &str, body: &str) -> std::io::Result<String> {
+        http_request(self.port, "POST", &format!("/_fake/{name}"), body)
+    }
+
+    /// A GET on the server (`/_fake/stats`, or any API path); returns the body.
+    pub fn get(&self, path: &str) -> std::io::Result<String> {
+        http_request(self.port, "GET", path, "")
+    }
+
+    /// Any request (what kubectl would do: create a Pod, delete a Node); returns the body.
+    pub fn request(&self, method: &str, path: &str, body: &str) -> std::io::Result<String> {
+        http_request(self.port, method, path, body)
+    }
+}
+
+/// A minimal HTTP/1.1 request with `Connection: close` (test hooks only).
+fn http_request(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
+}
+
+impl Drop for FakeApiServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -93,7 +93,19 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let ds = Datastore::open(&args.datastore).await?;
     let ds_for_routing = ds.clone();
-    let made = tortie_agent::default_pools(&ds, |k| std::env::var(k).ok()).await?;
+    // In a Kubernetes cluster: default pool from kubeadm, pod-aware GC, pod annotations.
+    let cluster = tortie_agent::cluster::Cluster::for_datastore(&args.datastore).await?;
+    let made = match &cluster {
+        Some(c) => {
+            let subnets = c.kubeadm_pod_subnets().await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "kubeadm-config not readable; default pool from the environment or 192.168.0.0/16");
+                Vec::new()
+            });
+            let env = tortie_agent::cluster::default_pool_env(|k| std::env::var(k).ok(), &subnets);
+            tortie_agent::default_pools(&ds, env).await?
+        }
+        None => tortie_agent::default_pools(&ds, |k| std::env::var(k).ok()).await?,
+    };
     if !made.is_empty() {
         tracing::info!(pools = ?made, "created default pools from the environment");
     }
@@ -128,11 +140,38 @@ async fn main() -> anyhow::Result<()> {
         };
         let every = Duration::from_secs(args.gc_interval_s);
         let grace = Duration::from_secs(args.gc_grace_s);
+        let cluster = cluster.clone();
+        let node = args.node.clone();
         tokio::spawn(async move {
             let mut state = tortie_ipam::gc::GcState::default();
             loop {
                 tokio::time::sleep(every).await;
-                match ipam.gc_pass(&mut state, &owners, grace).await {
+                // In a cluster, pods decide (a snapshot taken before the pass reads any
+                // allocation); standalone, the CNI plugin's attachment records do.
+                let pass = match &cluster {
+                    Some(c) => match c.snapshot().await {
+                        // No pod at all is more likely a view we must not trust (a
+                        // cluster always runs some) than a reason to free every address.
+                        Ok(snap) if snap.pods.is_empty() => {
+                            tracing::warn!("the Kubernetes API lists no pods; IPAM GC skipped");
+                            continue;
+                        }
+                        Ok(snap) => {
+                            if let Ok(allocs) = ipam.allocations().await
+                                && let Err(e) = c.annotate_pods(&node, &snap, &allocs).await
+                            {
+                                tracing::warn!(error = %e, "pod annotations not written");
+                            }
+                            ipam.gc_pass(&mut state, &snap, grace).await
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "pods not listed; IPAM GC skipped");
+                            continue;
+                        }
+                    },
+                    None => ipam.gc_pass(&mut state, &owners, grace).await,
+                };
+                match pass {
                     Ok(r) if !r.released_handles.is_empty() || !r.released_blocks.is_empty() => {
                         tracing::info!(handles = ?r.released_handles, blocks = ?r.released_blocks, "IPAM GC released")
                     }
@@ -186,13 +225,18 @@ async fn main() -> anyhow::Result<()> {
             Some(a) => a
                 .parse::<tortie_api::values::InterfaceAddress>()
                 .map_err(|e| anyhow::anyhow!("--ip: {e}"))?,
-            None => tortie_agent::detect_address(&args.ip_autodetection_method, false)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}; give --ip"))?,
+            None => tortie_agent::node_address(
+                &args.ip_autodetection_method,
+                false,
+                cluster.as_ref(),
+                &args.node,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}; give --ip"))?,
         };
         let address6 = match (&args.ip6, &args.ip6_autodetection_method) {
             (None, Some(m)) => Some(
-                tortie_agent::detect_address(m, true)
+                tortie_agent::node_address(m, true, cluster.as_ref(), &args.node)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}; give --ip6"))?,
             ),

@@ -13,7 +13,7 @@ pub const DEFAULT_AS_NUMBER: u32 = 64512;
 pub const DEFAULT_BGP_PORT: u16 = 179;
 
 /// Log level of the BGP speaker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum LogSeverity {
     /// Everything.
     Debug,
@@ -30,7 +30,7 @@ pub enum LogSeverity {
 }
 
 /// Where a TCP-MD5 password comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PasswordSource {
     /// A key in a Kubernetes secret in the agent's namespace.
@@ -57,7 +57,7 @@ impl PasswordSource {
 }
 
 /// A key of a secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretKeyRef {
     /// Secret name.
@@ -67,7 +67,7 @@ pub struct SecretKeyRef {
 }
 
 /// A service range to advertise.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceRange {
     /// The range.
@@ -75,7 +75,7 @@ pub struct ServiceRange {
 }
 
 /// A named community value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Community {
     /// Name that `prefixAdvertisements` refer to.
@@ -85,7 +85,7 @@ pub struct Community {
 }
 
 /// Communities attached to a prefix on export.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PrefixAdvertisement {
     /// The prefix.
@@ -106,7 +106,7 @@ pub fn is_community_value(v: &str) -> bool {
 }
 
 /// `BGPConfiguration.spec`: `default` (cluster-wide) or `node.<name>` (per-node override).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BGPConfigurationSpec {
     /// Cluster AS number.
@@ -216,7 +216,9 @@ impl Spec for BGPConfigurationSpec {
 }
 
 /// Next-hop handling towards a peer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum NextHopMode {
     /// Self for eBGP, unchanged for iBGP.
     #[default]
@@ -229,7 +231,9 @@ pub enum NextHopMode {
 }
 
 /// Source address of the TCP session.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum SourceAddress {
     /// Bind to the node's address.
     #[default]
@@ -240,7 +244,7 @@ pub enum SourceAddress {
 }
 
 /// BFD settings (RFC 5880).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BfdSettings {
     /// Run BFD on the session.
@@ -258,7 +262,7 @@ pub struct BfdSettings {
 }
 
 /// `BGPPeer.spec`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BGPPeerSpec {
     /// Only this node peers (empty with no `nodeSelector`: every node).
@@ -367,7 +371,7 @@ impl Spec for BGPPeerSpec {
 }
 
 /// How a filter rule compares a route's prefix with its `cidr`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum MatchOperator {
     /// Exactly the CIDR.
     Equal,
@@ -380,7 +384,7 @@ pub enum MatchOperator {
 }
 
 /// What a matching rule does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum FilterAction {
     /// Let the route through.
     Accept,
@@ -389,7 +393,7 @@ pub enum FilterAction {
 }
 
 /// Bounds on a route's prefix length.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PrefixLengthRange {
     /// Shortest length matched.
@@ -401,7 +405,7 @@ pub struct PrefixLengthRange {
 }
 
 /// One rule of a `BGPFilter`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BGPFilterRule {
     /// Prefix to compare with.
@@ -419,7 +423,7 @@ pub struct BGPFilterRule {
 
 /// `BGPFilter.spec`: ordered rules per direction and family; the first match wins and a
 /// route no rule matches is accepted.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BGPFilterSpec {
     /// IPv4 routes we advertise.

@@ -14,7 +14,7 @@ use crate::values::Cidr;
 pub const MAX_BLOCKS_PER_HOST_LIMIT: u32 = 1_000_000;
 
 /// `IPAMConfiguration.spec` (singleton named `default`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IPAMConfigurationSpec {
     /// Never borrow addresses from another node's block.
@@ -74,7 +74,7 @@ impl Spec for IPAMConfigurationSpec {
 }
 
 /// `IPReservation.spec`: addresses IPAM must never hand out.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IPReservationSpec {
     /// Reserved ranges (single addresses as /32 or /128).
@@ -93,7 +93,7 @@ impl Spec for IPReservationSpec {
 }
 
 /// Who holds one address of a block.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Allocation {
     /// `<network>.<containerID>` for pods, `vxlan-tunnel-addr-<node>` for tunnels.
@@ -108,7 +108,7 @@ pub struct Allocation {
 }
 
 /// `IPAMBlock.spec`: one block of a pool and which of its addresses are taken.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IPAMBlockSpec {
     /// The block's range.
@@ -132,7 +132,9 @@ impl Spec for IPAMBlockSpec {
 }
 
 /// Life cycle of a block affinity (two-phase claim).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum AffinityState {
     /// Claimed; the block may not exist yet.
@@ -145,7 +147,7 @@ pub enum AffinityState {
 }
 
 /// `BlockAffinity.spec`: node ↔ block.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BlockAffinitySpec {
     /// Claim state.
@@ -162,7 +164,7 @@ impl Spec for BlockAffinitySpec {
 }
 
 /// `IPAMHandle.spec`: the index from a handle to the blocks holding its addresses.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IPAMHandleSpec {
     /// The handle itself.

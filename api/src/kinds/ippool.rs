@@ -13,7 +13,9 @@ pub const DEFAULT_BLOCK_SIZE_V4: u8 = 26;
 pub const DEFAULT_BLOCK_SIZE_V6: u8 = 122;
 
 /// When to encapsulate pod traffic in VXLAN.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum EncapMode {
     /// Plain routed traffic (BGP carries the blocks).
     #[default]
@@ -25,7 +27,9 @@ pub enum EncapMode {
 }
 
 /// What addresses of a pool may be used for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum AllowedUse {
     /// Pod addresses.
     Workload,
@@ -34,7 +38,7 @@ pub enum AllowedUse {
 }
 
 /// `IPPool.spec`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IPPoolSpec {
     /// The pool's range. Immutable.

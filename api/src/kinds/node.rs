@@ -10,7 +10,7 @@ use crate::resource::{Kind, Spec};
 use crate::values::{AsNumber, InterfaceAddress};
 
 /// `Node.spec.bgp`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeBgpSpec {
     /// IPv4 address with prefix length, e.g. `198.18.0.10/24`.
@@ -32,7 +32,7 @@ pub struct NodeBgpSpec {
 }
 
 /// `Node.spec`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeSpec {
     /// BGP settings; absent on nodes that do not run BGP.

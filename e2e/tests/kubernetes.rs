@@ -1,0 +1,281 @@
+//! Two agents as two nodes of a Kubernetes cluster, sharing IPAM through the CRDs of the
+//! Kubernetes datastore — here against the fake API server (datastore/testdata/
+//! fake-apiserver.py), which keeps kube-apiserver's REST, resourceVersion, precondition and
+//! watch semantics but is not one. The agents run with `--no-bgp` (IPAM, GC and the pod
+//! annotations only): they touch no kernel state.
+//!
+//! Shown: the default pool comes from kubeadm's `podSubnet`; 2 × 200 concurrent allocations
+//! get 400 distinct addresses; each pod gets its addresses as the `tortie.io/podIPs`
+//! annotation; GC releases the addresses of deleted Pod objects after the grace period and
+//! never those of live pods; a deleted Kubernetes Node's allocations go too.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tortie_cni::agent::Agent;
+use tortie_datastore::testing::FakeApiServer;
+use tortie_e2e::testkit::{wait_for, workspace_bin};
+
+struct Agents {
+    children: Vec<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Agents {
+    fn socket(&self, node: &str) -> PathBuf {
+        self.dir.path().join(format!("{node}.sock"))
+    }
+    fn log(&self, node: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{node}.log"))).unwrap_or_default()
+    }
+}
+
+fn start_agents(api: &FakeApiServer, nodes: &[&str]) -> Agents {
+    let dir = tempfile::tempdir().unwrap();
+    let mut children = Vec::new();
+    for node in nodes {
+        let log = std::fs::File::create(dir.path().join(format!("{node}.log"))).unwrap();
+        children.push(
+            Command::new(workspace_bin("tortie-agent"))
+                .args(["--datastore", &api.url(), "--node", node, "--no-bgp"])
+                .arg("--socket")
+                .arg(dir.path().join(format!("{node}.sock")))
+                .arg("--cni-data-dir")
+                .arg(dir.path().join(node))
+                .args(["--gc-interval-s", "1", "--gc-grace-s", "3"])
+                .args(["--health-listen", ""])
+                .env("RUST_LOG", "info")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    Agents { children, dir }
+}
+
+fn post(api: &FakeApiServer, path: &str, body: serde_json::Value) {
+    let out = api.request("POST", path, &body.to_string()).unwrap();
+    assert!(out.contains("resourceVersion"), "{path}: {out}");
+}
+
+fn k8s_node(name: &str, ip: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+        "status": {"addresses": [{"type": "InternalIP", "address": ip}]}
+    })
+}
+
+fn k8s_pod(name: &str, node: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "pause"}]}
+    })
+}
+
+fn uid_of(api: &FakeApiServer, pod: &str) -> String {
+    let raw = api
+        .get(&format!("/api/v1/namespaces/default/pods/{pod}"))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    v["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_share_ipam_through_crds_and_gc_follows_pods() {
+    const PER_NODE: usize = 200;
+    let api = FakeApiServer::start().unwrap();
+    post(&api, "/api/v1/nodes", k8s_node("k1", "198.18.0.1"));
+    post(&api, "/api/v1/nodes", k8s_node("k2", "198.18.0.2"));
+    // kubeadm init --pod-network-cidr=10.244.0.0/16 leaves this behind.
+    post(
+        &api,
+        "/api/v1/namespaces/kube-system/configmaps",
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
+            "data": {"ClusterConfiguration": "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nnetworking:\n  podSubnet: 10.244.0.0/16\n  serviceSubnet: 10.96.0.0/12\n"}
+        }),
+    );
+    let mut uids = HashMap::new();
+    for node in ["k1", "k2"] {
+        for i in 0..PER_NODE {
+            let pod = format!("p-{node}-{i}");
+            post(&api, "/api/v1/namespaces/default/pods", k8s_pod(&pod, node));
+            uids.insert(pod.clone(), uid_of(&api, &pod));
+        }
+    }
+    let agents = start_agents(&api, &["k1", "k2"]);
+    let mut clients = HashMap::new();
+    for node in ["k1", "k2"] {
+        let socket = agents.socket(node);
+        wait_for(Duration::from_secs(30), "agent socket", || {
+            socket.exists().then_some(())
+        });
+        clients.insert(
+            node,
+            Agent::connect(&socket, Duration::from_secs(120))
+                .await
+                .unwrap_or_else(|e| panic!("{node}: {e:?}\n{}", agents.log(node))),
+        );
+    }
+
+    // 2 × 200 allocations, all in flight at once.
+    let started = Instant::now();
+    let mut calls = Vec::new();
+    for node in ["k1", "k2"] {
+        for i in 0..PER_NODE {
+            let pod = format!("p-{node}-{i}");
+            let mut client = clients[node].clone();
+            let attrs = HashMap::from([
+                ("containerID".to_string(), format!("c-{pod}")),
+                ("namespace".to_string(), "default".to_string()),
+                ("pod".to_string(), pod.clone()),
+                ("podUID".to_string(), uids[&pod].clone()),
+            ]);
+            calls.push(tokio::spawn(async move {
+                let ips = client
+                    .allocate(
+                        &format!("k8s-pod-network.c-{pod}"),
+                        attrs,
+                        true,
+                        false,
+                        Vec::new(),
+                    )
+                    .await;
+                (pod, ips)
+            }));
+        }
+    }
+    let mut by_pod: BTreeMap<String, IpAddr> = BTreeMap::new();
+    for c in calls {
+        let (pod, ips) = c.await.unwrap();
+        let ips = ips.unwrap_or_else(|e| panic!("{pod}: {e:?}"));
+        assert_eq!(ips.len(), 1, "{pod}: {ips:?}");
+        by_pod.insert(pod, ips[0]);
+    }
+    eprintln!(
+        "{} allocations through the Kubernetes datastore in {:?}",
+        by_pod.len(),
+        started.elapsed()
+    );
+    let mut seen: HashMap<IpAddr, &str> = HashMap::new();
+    for (pod, ip) in &by_pod {
+        if let Some(other) = seen.insert(*ip, pod) {
+            eprintln!("DUP {ip}: {other} and {pod}");
+        }
+    }
+    let distinct: HashSet<IpAddr> = by_pod.values().copied().collect();
+    if distinct.len() != by_pod.len() {
+        eprintln!("k1 log:\n{}", agents.log("k1"));
+    }
+    assert_eq!(distinct.len(), 2 * PER_NODE, "a duplicate address");
+    let pool: ipnet::IpNet = "10.244.0.0/16".parse().unwrap();
+    assert!(
+        by_pod.values().all(|ip| pool.contains(ip)),
+        "the default pool is kubeadm's podSubnet"
+    );
+    // The CRDs hold it all: blocks are ipamblocks.tortie.io objects with affinities per node.
+    let blocks = api.get("/apis/tortie.io/v1/ipamblocks").unwrap();
+    assert!(
+        blocks.contains("host:k1") && blocks.contains("host:k2"),
+        "{blocks}"
+    );
+
+    // Each pod gets its address as an annotation.
+    for pod in ["p-k1-0", "p-k2-7"] {
+        let want = by_pod[pod].to_string();
+        wait_for(
+            Duration::from_secs(15),
+            "tortie.io/podIPs annotation",
+            || {
+                let raw = api
+                    .get(&format!("/api/v1/namespaces/default/pods/{pod}"))
+                    .unwrap();
+                raw.contains(&format!("\"tortie.io/podIPs\": \"{want}\""))
+                    .then_some(())
+            },
+        );
+    }
+
+    // Ten Pod objects deleted: their addresses are released after the grace period; the
+    // other 390 stay.
+    let deleted: Vec<String> = (0..5)
+        .flat_map(|i| [format!("p-k1-{i}"), format!("p-k2-{i}")])
+        .collect();
+    let gone_at = Instant::now();
+    for pod in &deleted {
+        api.request(
+            "DELETE",
+            &format!("/api/v1/namespaces/default/pods/{pod}"),
+            "",
+        )
+        .unwrap();
+    }
+    let handle = |pod: &str| format!("k8s-pod-network.c-{pod}");
+    let mut k1 = clients["k1"].clone();
+    for pod in &deleted {
+        loop {
+            if k1.get(&handle(pod)).await.unwrap().is_empty() {
+                break;
+            }
+            assert!(
+                gone_at.elapsed() < Duration::from_secs(40),
+                "{pod} not released\n{}",
+                agents.log("k1")
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let released_after = gone_at.elapsed();
+    assert!(
+        released_after >= Duration::from_secs(3),
+        "released within the grace period: {released_after:?}"
+    );
+    // Two more GC passes: every live pod keeps its address.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (pod, ip) in &by_pod {
+        if deleted.contains(pod) {
+            continue;
+        }
+        let held = k1.get(&handle(pod)).await.unwrap();
+        assert_eq!(held, vec![*ip], "live pod {pod} lost its address");
+    }
+
+    // A deleted Kubernetes Node: its allocations go (its pods went with it).
+    api.request("DELETE", "/api/v1/nodes/k2", "").unwrap();
+    let k2_pod = "p-k2-100";
+    wait_for(
+        Duration::from_secs(40),
+        "node k2's allocations released",
+        || {
+            let rt = tokio::runtime::Handle::current();
+            let mut c = k1.clone();
+            let h = handle(k2_pod);
+            let held = std::thread::spawn(move || rt.block_on(async move { c.get(&h).await }))
+                .join()
+                .unwrap()
+                .unwrap();
+            held.is_empty().then_some(())
+        },
+    );
+    let live_k1 = k1.get(&handle("p-k1-100")).await.unwrap();
+    assert_eq!(live_k1, vec![by_pod["p-k1-100"]]);
+}
