@@ -188,3 +188,47 @@ impl Drop for FakeApiServer {
         let _ = self.child.wait();
     }
 }
+
+/// The real API server the Kubernetes tests run against instead of the fake one, when
+/// `TORTIE_TEST_KUBECONFIG` names its kubeconfig (the CRDs of manifests/crds applied).
+pub fn real_kubeconfig() -> Option<String> {
+    std::env::var("TORTIE_TEST_KUBECONFIG")
+        .ok()
+        .filter(|p| !p.is_empty())
+}
+
+/// One test at a time on a shared real API server (tests in one process; see
+/// [`real_kubeconfig`]).
+pub static REAL_API_SERVER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Deletes every object of every tortie.io kind (and the internal datastore keys) from the
+/// cluster at `url`: a clean slate for the next test on a shared real API server.
+#[cfg(feature = "kubernetes")]
+pub async fn wipe_kubernetes(url: &str) -> Result<(), crate::Error> {
+    use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams};
+    let config = crate::kubernetes::config_for(url).await?;
+    let client = kube::Client::try_from(config)
+        .map_err(|e| crate::Error::Unavailable(format!("Kubernetes client: {e}")))?;
+    let mut kinds: Vec<(String, String)> = tortie_api::Kind::ALL
+        .iter()
+        .map(|k| (k.name().to_string(), k.plural().to_string()))
+        .collect();
+    kinds.push((
+        crate::kubernetes::INTERNAL_KIND.to_string(),
+        crate::kubernetes::INTERNAL_PLURAL.to_string(),
+    ));
+    for (kind, plural) in kinds {
+        let ar = ApiResource {
+            group: crate::kubernetes::GROUP.into(),
+            version: "v1".into(),
+            api_version: format!("{}/v1", crate::kubernetes::GROUP),
+            kind,
+            plural,
+        };
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+        api.delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await
+            .map_err(|e| crate::Error::Unavailable(format!("wipe {}: {e}", ar.plural)))?;
+    }
+    Ok(())
+}
