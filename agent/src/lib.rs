@@ -1,8 +1,11 @@
 //! # tortie-agent: the per-node daemon
 //!
-//! Today (issue 5) it serves the node's IPAM over the gRPC unix socket the CNI plugin calls, and
-//! finishes the releases the plugin deferred while the agent was down. The BGP wiring and the
-//! kernel route reconciler come with issue 6.
+//! It serves the node's IPAM over the gRPC unix socket the CNI plugin calls (and finishes the
+//! releases the plugin deferred while it was down), runs the embedded BGP speaker wired from the
+//! datastore ([`daemon`]), reconciles kernel routes ([`routes`] is the pure plan, [`kernel`]
+//! and [`nexthop`] the netlink driver), VXLAN ([`vxlan`]) and natOutgoing ([`nat`]), reports
+//! status and health ([`status`], [`health`]), and in a Kubernetes cluster learns pods, nodes
+//! and kubeadm's pod subnet from the API ([`cluster`]). docs/agent.md tells the whole story.
 
 pub mod autodetect;
 pub mod cluster;

@@ -9,8 +9,8 @@
 //!   └──────────────┬───────────────┘  enforced atomically in one backend transaction
 //!                  │ Backend: get / list / txn(compare mod_revision, put, delete) / watch
 //!        ┌─────────┴─────────┐
-//!   SqliteBackend        EtcdBackend          (KubernetesBackend: a later issue)
-//!   sqlite:///path       etcd://h:2379[,h2:2379]
+//!   SqliteBackend        EtcdBackend          KubernetesBackend (feature `kubernetes`)
+//!   sqlite:///path       etcd://h:2379[,h2:2379]   kubernetes:[///kubeconfig]
 //! ```
 //!
 //! Resource versions are strings (the backends' revisions, printed) so that a Kubernetes backend
