@@ -363,3 +363,78 @@ async fn two_agents_share_ipam_through_crds_and_gc_follows_pods() {
     let live_k1 = k1.get(&handle("p-k1-100")).await.unwrap();
     assert_eq!(live_k1, vec![by_pod["p-k1-100"]]);
 }
+
+/// `tortiectl` as the kubectl plugin `kubectl-tortie`: `kubectl tortie …` uses the
+/// Kubernetes datastore of the current kubeconfig without being told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tortiectl_works_as_a_kubectl_plugin() {
+    if real_kubeconfig().is_some() {
+        eprintln!("skipped against a real API server: it would share its pools");
+        return;
+    }
+    let api = FakeApiServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        workspace_bin("tortiectl"),
+        dir.path().join("kubectl-tortie"),
+    )
+    .unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\nusers:\n- name: nobody\n  user: {{}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: nobody}}\ncurrent-context: fake\n",
+            api.base()
+        ),
+    )
+    .unwrap();
+    let pool = dir.path().join("pool.yaml");
+    std::fs::write(
+        &pool,
+        "apiVersion: tortie.io/v1\nkind: IPPool\nmetadata: {name: rack-1}\nspec: {cidr: 10.90.0.0/16, natOutgoing: true}\n",
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let kubectl = |args: &[&str]| {
+        let out = Command::new("kubectl")
+            .args(args)
+            .env("PATH", &path)
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("TORTIE_DATASTORE")
+            .output()
+            .expect("kubectl (apt-get install kubernetes-client)");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, out) = kubectl(&["tortie", "apply", "-f", pool.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let (ok, out) = kubectl(&["tortie", "get", "ippools"]);
+    assert!(
+        ok && out.contains("rack-1") && out.contains("10.90.0.0/16"),
+        "{out}"
+    );
+    // It is a custom resource in the cluster, for kubectl itself too.
+    let (ok, out) = kubectl(&["get", "--raw", "/apis/tortie.io/v1/ippools/rack-1"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    assert!(ok && v["spec"]["natOutgoing"] == true, "{out}");
+    // A bad document is refused with the field named, and nothing is written.
+    std::fs::write(
+        &pool,
+        "apiVersion: tortie.io/v1\nkind: IPPool\nmetadata: {name: bad}\nspec: {cidr: 10.91.0.0/33}\n",
+    )
+    .unwrap();
+    let (ok, out) = kubectl(&["tortie", "apply", "-f", pool.to_str().unwrap()]);
+    assert!(!ok && out.contains("spec.cidr"), "{out}");
+    let (_, out) = kubectl(&["get", "--raw", "/apis/tortie.io/v1/ippools"]);
+    assert!(!out.contains("\"bad\""), "{out}");
+}
