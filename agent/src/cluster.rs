@@ -5,15 +5,21 @@
 //!   `--ip-autodetection-method kubernetes-internal-ip`.
 //! - The default pool, when `TORTIE_IPV4POOL_CIDR` is not set: kubeadm's `podSubnet` from the
 //!   `kube-system/kubeadm-config` ConfigMap, else 192.168.0.0/16 (Calico's order).
-//! - **IPAM GC against pods**: an allocation made for a pod (the CNI plugin records its
-//!   namespace, name and UID) is gone when no pod of that namespace and name exists, or one
-//!   does with another UID (recreated under the same name), or its node was deleted. The
-//!   decision is taken on a snapshot of pods and nodes listed at the start of each pass; GC
-//!   releases only what stayed gone for the whole grace period, and a pod exists in the API
-//!   before its sandbox is networked, so a fresh snapshot always holds the owner of an
+//! - **IPAM GC against pods**: each agent judges the allocations made on its own node (and
+//!   those of deleted nodes): one made for a pod (the CNI plugin records its namespace, name
+//!   and UID) is gone when no pod of that namespace and name is on this node, or one is with
+//!   another UID (recreated under the same name), or its node was deleted. The decision is
+//!   taken on a snapshot listed at the start of each pass (this node's pods, by field
+//!   selector, so the load on the API server does not grow with the cluster; all node
+//!   names). GC releases only what stayed gone for the whole grace period, and a pod exists in
+//!   the API before its sandbox is networked, so a fresh snapshot always holds the owner of an
 //!   allocation older than the grace period: a live pod's address is never released.
 //! - The pod's addresses written back as the annotation `tortie.io/podIPs`, reconciled each
 //!   pass for this node's pods.
+//! - The Kubernetes Node's labels copied onto the tortie `Node`, so that `kubectl label node`
+//!   drives `BGPPeer.nodeSelector` as in Calico (where the two are one object). Labels set on
+//!   the tortie `Node` itself are kept; the keys that came from Kubernetes are remembered in
+//!   the annotation `tortie.io/labels-from-kubernetes`, so a label removed there goes here too.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -24,6 +30,8 @@ use tortie_ipam::gc::{AllocationInfo, Liveness, OwnerCheck};
 
 /// The annotation with a pod's addresses, comma-separated.
 pub const POD_IPS_ANNOTATION: &str = "tortie.io/podIPs";
+/// The annotation listing (comma-separated) the label keys copied from the Kubernetes Node.
+pub const SYNCED_LABELS_ANNOTATION: &str = "tortie.io/labels-from-kubernetes";
 
 /// A Kubernetes API client for the agent's own calls.
 #[derive(Clone)]
@@ -71,12 +79,16 @@ impl Cluster {
             .find(|ip| ip.is_ipv6() == ipv6))
     }
 
-    /// Pods and nodes as they are now.
-    pub async fn snapshot(&self) -> anyhow::Result<Snapshot> {
+    /// `node`'s pods and every node's name, as they are now.
+    pub async fn snapshot(&self, node: &str) -> anyhow::Result<Snapshot> {
         let pods: Api<Pod> = Api::all(self.client.clone());
         let nodes: Api<Node> = Api::all(self.client.clone());
-        let mut snap = Snapshot::default();
-        for p in pods.list(&ListParams::default()).await?.items {
+        let mut snap = Snapshot {
+            node: node.to_string(),
+            ..Default::default()
+        };
+        let on_this_node = ListParams::default().fields(&format!("spec.nodeName={node}"));
+        for p in pods.list(&on_this_node).await?.items {
             let (Some(ns), Some(name)) = (p.metadata.namespace.clone(), p.metadata.name.clone())
             else {
                 continue;
@@ -95,6 +107,9 @@ impl Cluster {
         }
         for n in nodes.list(&ListParams::default()).await?.items {
             if let Some(name) = n.metadata.name {
+                if name == node {
+                    snap.node_labels = n.metadata.labels.clone().unwrap_or_default();
+                }
                 snap.nodes.insert(name);
             }
         }
@@ -165,13 +180,67 @@ pub struct PodFacts {
     pub annotation: Option<String>,
 }
 
-/// Pods by (namespace, name), and node names, listed at one moment.
+/// One node's pods by (namespace, name), and every node's name, listed at one moment.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
+    /// The node whose pods these are.
+    pub node: String,
     /// The pods.
     pub pods: HashMap<(String, String), PodFacts>,
     /// The nodes.
     pub nodes: HashSet<String>,
+    /// The labels of this node's Kubernetes Node.
+    pub node_labels: BTreeMap<String, String>,
+}
+
+/// The tortie `Node`'s labels and synced-keys annotation after copying `kubernetes` onto
+/// `current` (see the module docs); `None` when nothing changes.
+pub fn merged_labels(
+    current: &BTreeMap<String, String>,
+    synced_before: Option<&str>,
+    kubernetes: &BTreeMap<String, String>,
+) -> Option<(BTreeMap<String, String>, String)> {
+    let before: HashSet<&str> = synced_before
+        .unwrap_or("")
+        .split(',')
+        .filter(|k| !k.is_empty())
+        .collect();
+    let mut labels: BTreeMap<String, String> = current
+        .iter()
+        .filter(|(k, _)| !before.contains(k.as_str()) || kubernetes.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    labels.extend(kubernetes.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let synced = kubernetes.keys().cloned().collect::<Vec<_>>().join(",");
+    (labels != *current || synced_before.unwrap_or("") != synced).then_some((labels, synced))
+}
+
+/// Copies the Kubernetes Node's labels onto our tortie `Node` (a compare-and-swap update;
+/// a lost race is retried next pass). Returns whether it changed.
+pub async fn sync_node_labels(
+    ds: &tortie_datastore::Datastore,
+    node: &str,
+    snapshot: &Snapshot,
+) -> anyhow::Result<bool> {
+    let Some(mut ours) = ds.get::<tortie_api::NodeSpec>(node).await? else {
+        return Ok(false);
+    };
+    let Some((labels, synced)) = merged_labels(
+        &ours.metadata.labels,
+        ours.metadata
+            .annotations
+            .get(SYNCED_LABELS_ANNOTATION)
+            .map(String::as_str),
+        &snapshot.node_labels,
+    ) else {
+        return Ok(false);
+    };
+    ours.metadata.labels = labels;
+    ours.metadata
+        .annotations
+        .insert(SYNCED_LABELS_ANNOTATION.to_string(), synced);
+    ds.update(ours).await?;
+    Ok(true)
 }
 
 fn pod_of(a: &AllocationInfo) -> Option<(String, String)> {
@@ -190,10 +259,12 @@ fn uid_matches(a: &AllocationInfo, p: &PodFacts) -> bool {
 
 impl OwnerCheck for Snapshot {
     fn allocation(&self, a: &AllocationInfo) -> Liveness {
-        if let Some(node) = a.attributes.get(tortie_ipam::attr::NODE)
-            && !self.nodes.contains(node)
-        {
-            return Liveness::Gone;
+        match a.attributes.get(tortie_ipam::attr::NODE) {
+            Some(node) if !self.nodes.contains(node) => return Liveness::Gone,
+            // Another node's: its own agent judges it.
+            Some(node) if *node != self.node => return Liveness::Unknown,
+            Some(_) => {}
+            None => return Liveness::Unknown,
         }
         let Some(key) = pod_of(a) else {
             // Tunnel addresses and anything not made for a pod: not ours to judge.
@@ -282,8 +353,12 @@ mod tests {
 
     #[test]
     fn pods_decide_liveness() {
-        let mut snap = Snapshot::default();
+        let mut snap = Snapshot {
+            node: "n1".into(),
+            ..Default::default()
+        };
         snap.nodes.insert("n1".into());
+        snap.nodes.insert("n2".into());
         snap.pods.insert(
             ("shop".into(), "web".into()),
             PodFacts {
@@ -311,7 +386,60 @@ mod tests {
         assert_eq!(snap.allocation(&node_gone), Liveness::Gone);
         let tunnel = alloc(&[("node", "n1"), ("type", "vxlanTunnelAddress")]);
         assert_eq!(snap.allocation(&tunnel), Liveness::Unknown);
+        // Another live node's pod is not in this node's list, and not ours to judge.
+        let elsewhere = alloc(&[("node", "n2"), ("namespace", "shop"), ("pod", "db")]);
+        assert_eq!(snap.allocation(&elsewhere), Liveness::Unknown);
         assert!(!snap.node_exists("n9"));
+    }
+
+    #[test]
+    fn kubernetes_labels_are_copied_and_their_removals_followed() {
+        let m = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        // First sync: Kubernetes labels join the ones set with tortiectl.
+        let (labels, synced) = merged_labels(
+            &m(&[("route-reflector", "true")]),
+            None,
+            &m(&[("rack", "r1"), ("kubernetes.io/hostname", "w1")]),
+        )
+        .unwrap();
+        assert_eq!(
+            labels,
+            m(&[
+                ("kubernetes.io/hostname", "w1"),
+                ("rack", "r1"),
+                ("route-reflector", "true")
+            ])
+        );
+        assert_eq!(synced, "kubernetes.io/hostname,rack");
+        // Nothing new: no write.
+        assert!(
+            merged_labels(
+                &labels,
+                Some(&synced),
+                &m(&[("rack", "r1"), ("kubernetes.io/hostname", "w1")])
+            )
+            .is_none()
+        );
+        // `kubectl label node w1 rack-` removes it here; the tortiectl label stays.
+        let (labels, synced) = merged_labels(
+            &labels,
+            Some(&synced),
+            &m(&[("kubernetes.io/hostname", "w1")]),
+        )
+        .unwrap();
+        assert_eq!(
+            labels,
+            m(&[
+                ("kubernetes.io/hostname", "w1"),
+                ("route-reflector", "true")
+            ])
+        );
+        assert_eq!(synced, "kubernetes.io/hostname");
     }
 
     #[test]

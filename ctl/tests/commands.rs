@@ -540,7 +540,7 @@ fn version_reports_client_and_datastore() {
         .stderr_has("datastore etcd://127.0.0.1:1");
     run_raw(&["--datastore", "mysql://x", "version"], None, &[])
         .code(1)
-        .stderr_has("expected sqlite:///path or etcd://host:port");
+        .stderr_has("expected sqlite:///path, etcd://host:port or kubernetes:");
 }
 
 #[test]

@@ -527,8 +527,7 @@ impl Backend for KubernetesBackend {
         let (api, make): (
             Api<DynamicObject>,
             Box<dyn Fn(&str) -> Target + Send + Sync>,
-        ) = if let Some(guard) = prefix.strip_prefix(&format!("{KEY_ROOT}_guards/")) {
-            let _ = guard;
+        ) = if prefix.starts_with(&format!("{KEY_ROOT}_guards/")) {
             (
                 self.api(&Target::Internal(String::new())),
                 Box::new(|n: &str| Target::Internal(n.to_string())),
@@ -903,7 +902,27 @@ pub fn spec_schema(kind: Kind) -> Value {
     if let Some(o) = schema.as_object_mut() {
         o.remove("title");
     }
+    without_pattern_properties(&mut schema);
     schema
+}
+
+/// Maps keyed by numbers (an IPAM block's allocations by ordinal) come out of schemars as
+/// `patternProperties`, which the API server refuses in a CRD ("patternProperties is not
+/// supported", seen on kube-apiserver 1.32): the value schema becomes `additionalProperties`
+/// instead, and the key pattern is left to the datastore's own decoding.
+fn without_pattern_properties(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            if let Some(Value::Object(patterns)) = o.remove("patternProperties")
+                && let Some((_, value_schema)) = patterns.into_iter().next()
+            {
+                o.insert("additionalProperties".into(), value_schema);
+            }
+            o.values_mut().for_each(without_pattern_properties);
+        }
+        Value::Array(a) => a.iter_mut().for_each(without_pattern_properties),
+        _ => {}
+    }
 }
 
 fn crd_document(
@@ -1062,6 +1081,10 @@ mod tests {
             let crd = crd(*kind);
             let text = crd.to_string();
             assert!(!text.contains("\"$ref\""), "{kind}: $ref in a CRD schema");
+            assert!(
+                !text.contains("patternProperties"),
+                "{kind}: refused by the API server"
+            );
             assert!(!text.contains("\"anyOf\":[{\"type\""), "{kind}");
             let cols = crd
                 .pointer("/spec/versions/0/additionalPrinterColumns")

@@ -149,7 +149,8 @@ class Handler(BaseHTTPRequestHandler):
             for path, objs in STORE.items():
                 if path.startswith(head + "/namespaces/") and path.endswith("/" + plural) and path.count("/") == collection.count("/") + 2:
                     every.update({f"{path}/{n}": o for n, o in objs.items()})
-            items = [o for _, o in sorted(every.items()) if matches(o, selector)]
+            fields = q.get("fieldSelector", [""])[0]
+            items = [o for _, o in sorted(every.items()) if matches(o, selector) and field_matches(o, fields)]
             return self.send_json(
                 200,
                 {"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": str(STATE["rv"])}, "items": items},
@@ -329,6 +330,19 @@ def merge(target, patch):
         else:
             target[k] = merge(target.get(k), v)
     return target
+
+
+def field_matches(obj, selector):
+    """Field selectors `a.b=c,d.e!=f` on dotted paths (spec.nodeName, metadata.name)."""
+    for term in filter(None, selector.split(",")):
+        negate = "!=" in term
+        path, value = term.split("!=" if negate else "=", 1)
+        at = obj
+        for part in path.lstrip("=").split("."):
+            at = at.get(part) if isinstance(at, dict) else None
+        if (str(at) == value.lstrip("=")) == negate:
+            return False
+    return True
 
 
 def matches(obj, selector):

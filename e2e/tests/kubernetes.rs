@@ -131,13 +131,20 @@ impl Agents {
 }
 
 fn start_agents(api: &Api, nodes: &[&str]) -> Agents {
+    // On a real API server the agents may run as the manifest's service account
+    // (`TORTIE_TEST_AGENT_KUBECONFIG`: a kubeconfig with its token), which shows its RBAC is
+    // enough.
+    let agent_url = match (api, std::env::var("TORTIE_TEST_AGENT_KUBECONFIG")) {
+        (Api::Real(_), Ok(k)) if !k.is_empty() => format!("kubernetes://{k}"),
+        _ => api.url(),
+    };
     let dir = tempfile::tempdir().unwrap();
     let mut children = Vec::new();
     for node in nodes {
         let log = std::fs::File::create(dir.path().join(format!("{node}.log"))).unwrap();
         children.push(
             Command::new(workspace_bin("tortie-agent"))
-                .args(["--datastore", &api.url(), "--node", node, "--no-bgp"])
+                .args(["--datastore", &agent_url, "--node", node, "--no-bgp"])
                 .arg("--socket")
                 .arg(dir.path().join(format!("{node}.sock")))
                 .arg("--cni-data-dir")
@@ -162,7 +169,8 @@ fn post(api: &Api, path: &str, body: serde_json::Value) {
 
 fn k8s_node(name: &str, ip: &str) -> serde_json::Value {
     serde_json::json!({
-        "apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"rack": format!("rack-of-{name}")}},
         "status": {"addresses": [{"type": "InternalIP", "address": ip}]}
     })
 }
@@ -208,6 +216,14 @@ async fn two_agents_share_ipam_through_crds_and_gc_follows_pods() {
             uids.insert(pod.clone(), uid_of(&api, &pod));
         }
     }
+    // k1's tortie Node exists (as a BGP-running agent would have written it), with a label
+    // set through tortiectl.
+    let ds = tortie_datastore::Datastore::open(&api.url()).await.unwrap();
+    let mut k1 = tortie_api::Object::new("k1", tortie_api::NodeSpec::default());
+    k1.metadata
+        .labels
+        .insert("route-reflector".into(), "true".into());
+    ds.create(k1).await.unwrap();
     let agents = start_agents(&api, &["k1", "k2"]);
     let mut clients = HashMap::new();
     for node in ["k1", "k2"] {
@@ -298,6 +314,26 @@ async fn two_agents_share_ipam_through_crds_and_gc_follows_pods() {
             },
         );
     }
+
+    // The Kubernetes Node's labels reach the tortie Node (BGPPeer nodeSelectors match them);
+    // the tortiectl label stays.
+    wait_for(
+        Duration::from_secs(15),
+        "k1's labels copied from Kubernetes",
+        || {
+            let rt = tokio::runtime::Handle::current();
+            let ds = ds.clone();
+            let n = std::thread::spawn(move || {
+                rt.block_on(async move { ds.get::<tortie_api::NodeSpec>("k1").await })
+            })
+            .join()
+            .unwrap()
+            .unwrap()?;
+            (n.metadata.labels.get("rack").map(String::as_str) == Some("rack-of-k1")
+                && n.metadata.labels.get("route-reflector").map(String::as_str) == Some("true"))
+            .then_some(())
+        },
+    );
 
     // Ten Pod objects deleted: their addresses are released after the grace period; the
     // other 390 stay.

@@ -109,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
     if !made.is_empty() {
         tracing::info!(pools = ?made, "created default pools from the environment");
     }
+    let ds_for_labels = ds.clone();
     let ipam = Ipam::new(ds);
     // Claims a crash left half-done are finished or rolled back before we serve.
     ipam.recover_node(&args.node).await?;
@@ -149,14 +150,25 @@ async fn main() -> anyhow::Result<()> {
                 // In a cluster, pods decide (a snapshot taken before the pass reads any
                 // allocation); standalone, the CNI plugin's attachment records do.
                 let pass = match &cluster {
-                    Some(c) => match c.snapshot().await {
-                        // No pod at all is more likely a view we must not trust (a
-                        // cluster always runs some) than a reason to free every address.
+                    Some(c) => match c.snapshot(&node).await {
+                        // No pod at all is more likely a view we must not trust (our own
+                        // DaemonSet pod runs here) than a reason to free every address.
                         Ok(snap) if snap.pods.is_empty() => {
-                            tracing::warn!("the Kubernetes API lists no pods; IPAM GC skipped");
+                            tracing::warn!(
+                                "the Kubernetes API lists no pod on this node; IPAM GC skipped"
+                            );
                             continue;
                         }
                         Ok(snap) => {
+                            if let Err(e) = tortie_agent::cluster::sync_node_labels(
+                                &ds_for_labels,
+                                &node,
+                                &snap,
+                            )
+                            .await
+                            {
+                                tracing::warn!(error = %e, "Node labels not copied from Kubernetes");
+                            }
                             if let Ok(allocs) = ipam.allocations().await
                                 && let Err(e) = c.annotate_pods(&node, &snap, &allocs).await
                             {
