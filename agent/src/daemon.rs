@@ -163,6 +163,20 @@ pub async fn run(
             }
         });
     }
+    // Link changes (a carrier lost and back) make the next step resync the kernel.
+    let links_changed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let (flag, wake) = (links_changed.clone(), wake.clone());
+        tokio::spawn(async move {
+            let notify = move || {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                wake.notify_one();
+            };
+            if let Err(e) = kernel::watch_links(notify).await {
+                tracing::warn!(error = %e, "link events unavailable; the periodic resync covers link changes");
+            }
+        });
+    }
     let mut peers: BTreeMap<IpAddr, WantedPeer> = BTreeMap::new();
     let mut originated: BTreeSet<IpNet> = BTreeSet::new();
     let mut exported: BTreeMap<IpNet, PathAttrs> = BTreeMap::new();
@@ -393,7 +407,11 @@ pub async fn run(
                 }
                 vxlan_endpoints = endpoints;
             }
-            if last_desired.as_ref() != Some(&desired) || last_resync.elapsed() > cfg.resync {
+            let links_changed = links_changed.swap(false, std::sync::atomic::Ordering::SeqCst);
+            if last_desired.as_ref() != Some(&desired)
+                || last_resync.elapsed() > cfg.resync
+                || links_changed
+            {
                 let actual = kernel::dump(&kernel_handle, cfg.route_protocol).await?;
                 let mut ops = routes::plan(&desired, &actual);
                 if !settled {

@@ -48,6 +48,42 @@ pub fn connect() -> Result<Handle, KernelError> {
     Ok(handle)
 }
 
+/// Calls `changed` whenever a link other than a pod veth (`cali…`) is added, removed or
+/// changes state (carrier, admin up/down), until the netlink socket fails.
+///
+/// Why: when a link loses its carrier the kernel deletes the nexthop objects on it, and with
+/// them every route through them, without a route notification; classic routes merely turn
+/// `linkdown`. The reconciler's desired set has not changed, so only a resync puts the routes
+/// back — at once when the link returns, instead of at the next periodic resync (found by
+/// the lab's node-failure test).
+pub async fn watch_links(changed: impl Fn() + Send + 'static) -> Result<(), KernelError> {
+    use futures::StreamExt;
+    use netlink_packet_core::NetlinkPayload;
+    use netlink_packet_route::RouteNetlinkMessage;
+    use netlink_sys::AsyncSocket;
+    const RTMGRP_LINK: u32 = 1;
+    let (mut conn, _handle, mut messages) = rtnetlink::new_connection()?;
+    conn.socket_mut()
+        .socket_mut()
+        .bind(&netlink_sys::SocketAddr::new(0, RTMGRP_LINK))?;
+    tokio::spawn(conn);
+    while let Some((msg, _)) = messages.next().await {
+        if let NetlinkPayload::InnerMessage(
+            RouteNetlinkMessage::NewLink(l) | RouteNetlinkMessage::DelLink(l),
+        ) = msg.payload
+        {
+            let pod = l
+                .attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::IfName(n) if n.starts_with("cali")));
+            if !pod {
+                changed();
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Interface indexes of pod veths (`cali…`): routes through them are the CNI plugin's.
 async fn links(h: &Handle) -> Result<Vec<LinkMessage>, KernelError> {
     h.link()
