@@ -677,9 +677,9 @@ impl Backend for KubernetesBackend {
                 let mut stream = std::pin::pin!(stream);
                 while let Some(ev) = stream.next().await {
                     let out = match ev {
-                        Ok(KubeEvent::Added(o)) => event(kind, &o, Change::Added),
-                        Ok(KubeEvent::Modified(o)) => event(kind, &o, Change::Modified),
-                        Ok(KubeEvent::Deleted(o)) => event(kind, &o, Change::Deleted),
+                        Ok(KubeEvent::Added(o)) => Some(event(kind, &o, Change::Added)),
+                        Ok(KubeEvent::Modified(o)) => Some(event(kind, &o, Change::Modified)),
+                        Ok(KubeEvent::Deleted(o)) => Some(event(kind, &o, Change::Deleted)),
                         Ok(KubeEvent::Bookmark(b)) => {
                             b.metadata.resource_version.parse().ok().map(|r| {
                                 Ok((
@@ -771,36 +771,30 @@ enum Change {
 
 /// One API watch event as a contract event: (its resourceVersion, the event to pass on, if
 /// any). A soft-delete marker is the deletion; the real delete that follows is not repeated.
-#[allow(clippy::type_complexity)]
 fn event(
     kind: Kind,
     obj: &DynamicObject,
     change: Change,
-) -> Option<Result<(String, Option<RawEvent>), Error>> {
+) -> Result<(String, Option<RawEvent>), Error> {
     let t = Target::Object(kind, obj.metadata.name.clone().unwrap_or_default());
     let rv = obj.metadata.resource_version.clone().unwrap_or_default();
-    let build = || -> Result<Option<RawEvent>, Error> {
-        let rec = record(&t, obj)?;
-        Ok(match change {
-            Change::Added => Some(RawEvent::Put(rec)),
-            Change::Modified if soft_deleted(obj) => Some(RawEvent::Deleted {
-                key: rec.key,
-                revision: rec.mod_revision,
-                prev: rec.value,
-            }),
-            Change::Modified => Some(RawEvent::Put(Record {
-                create_revision: 0,
-                ..rec
-            })),
-            Change::Deleted if soft_deleted(obj) => None,
-            Change::Deleted => Some(RawEvent::Deleted {
-                key: rec.key,
-                revision: rec.mod_revision,
-                prev: rec.value,
-            }),
-        })
+    let rec = record(&t, obj)?;
+    let marked = soft_deleted(obj);
+    let ev = match change {
+        Change::Added => Some(RawEvent::Put(rec)),
+        Change::Modified if !marked => Some(RawEvent::Put(Record {
+            create_revision: 0,
+            ..rec
+        })),
+        // Reported at the marker already.
+        Change::Deleted if marked => None,
+        Change::Modified | Change::Deleted => Some(RawEvent::Deleted {
+            key: rec.key,
+            revision: rec.mod_revision,
+            prev: rec.value,
+        }),
     };
-    Some(build().map(|ev| (rv, ev)))
+    Ok((rv, ev))
 }
 
 /// Short names for `kubectl get` (unique, and clear of the built-in kinds' short names).
